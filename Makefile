@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the main job on the embedded default data
+#   make test   set up .venv and run the whole test suite
+# Both create their own virtual environment (Python 3.11 when available).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/demo
+PYTEST_ARGS ?= -n auto
+
+.PHONY: demo test venv protos clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m prefalign.demo --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate prefalign/data/protos/*_pb2.py after editing a .proto file.
+protos: $(STAMP)
+	$(BIN)/python -m prefalign.data.protos.generate
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,79 @@
+"""``prefalign-data``: inspect WOMD-format scenario files.
+
+Usage::
+
+  prefalign-data info FILE [FILE ...] [--skip-bad-records]
+  prefalign-data plot FILE --out scenario.png [--scenario-id ID]
+
+``info`` prints one JSON object per scenario (its id, track and map-feature
+counts, road-graph points, SDC, tracks_to_predict, steps with signal states)
+and, on stderr, a summary line. Bad records stop the command with a message
+naming the file and record, or are skipped and counted with
+``--skip-bad-records``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional, Sequence
+
+from prefalign.data import womd
+
+
+def _info(args: argparse.Namespace) -> int:
+  stats = womd.ReadStats()
+  start = time.perf_counter()
+  for path, index, scenario in womd.read_scenarios(
+      args.files, skip_bad_records=args.skip_bad_records, stats=stats):
+    info = {'file': path, 'record': index, **womd.scenario_info(scenario)}
+    print(json.dumps(info), flush=True)
+  elapsed = time.perf_counter() - start
+  print(f'{stats.num_read} scenarios read, {stats.num_skipped} bad records '
+        f'skipped, in {elapsed:.2f} s', file=sys.stderr)
+  for err in stats.errors:
+    print(f'skipped: {err}', file=sys.stderr)
+  return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+  from prefalign import viz  # pylint: disable=g-import-not-at-top
+  config = womd.ReaderConfig(max_num_objects=None, max_roadgraph_points=None,
+                             max_traffic_lights=None)
+  for example in womd.read_examples(args.file, config):
+    if args.scenario_id in (None, example.scenario_id):
+      viz.plot_scenario(example.state, path=args.out,
+                        title=example.scenario_id)
+      print(f'wrote {args.out} ({example.scenario_id})')
+      return 0
+  print(f'no scenario {args.scenario_id!r} in {args.file}', file=sys.stderr)
+  return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='prefalign-data', description=__doc__,
+                                   formatter_class=argparse.RawTextHelpFormatter)
+  sub = parser.add_subparsers(dest='command', required=True)
+  info = sub.add_parser('info', help='one JSON line of counts per scenario')
+  info.add_argument('files', nargs='+', help='TFRecord files, globs or @N')
+  info.add_argument('--skip-bad-records', action='store_true',
+                    help='skip and count bad records instead of stopping')
+  info.set_defaults(run=_info)
+  plot = sub.add_parser('plot', help='draw one scenario to a PNG')
+  plot.add_argument('file')
+  plot.add_argument('--out', required=True)
+  plot.add_argument('--scenario-id', default=None,
+                    help='which scenario (default: the first)')
+  plot.set_defaults(run=_plot)
+  args = parser.parse_args(argv)
+  try:
+    return args.run(args)
+  except (womd.DataError, FileNotFoundError) as e:
+    print(f'prefalign-data: error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())
