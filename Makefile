@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m prefalign.demo --workdir=$(WORKDIR)
+	$(BIN)/python -m experiments.main --config=experiments/configs/demo.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

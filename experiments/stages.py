@@ -1,0 +1,205 @@
+"""The stages of the main job, each resumable from what the workdir holds.
+
+``run(config, workdir)`` runs ``config.stages`` in order. A stage whose output
+file already exists is skipped, so rerunning the same command after an
+interruption continues where it stopped; outputs are written to a temporary
+name and renamed when complete, so a half-written file is never mistaken for
+a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from prefalign import datatypes
+from prefalign.data import pipeline
+from prefalign.data import synthetic
+from prefalign.data import tfrecord
+from prefalign.data import womd
+from prefalign.sim import dynamics
+from prefalign.sim import env
+from prefalign.sim import replay
+
+_SOURCES = ('synthetic',)
+
+
+def _check(config: ml_collections.ConfigDict) -> None:
+  """Stops on bad config values before any work or compilation."""
+  unknown = [s for s in config.stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f'config.stages: unknown stage(s) {unknown}; known: '
+                     f'{list(STAGES)}')
+  if not config.data.womd_glob and config.data.source not in _SOURCES:
+    raise ValueError(f'config.data.source={config.data.source!r} is not one '
+                     f'of {_SOURCES} (or set config.data.womd_glob)')
+  if config.data.num_scenarios < 1:
+    raise ValueError('config.data.num_scenarios must be >= 1, got '
+                     f'{config.data.num_scenarios}')
+  if config.replay.batch_size < 1:
+    raise ValueError('config.replay.batch_size must be >= 1, got '
+                     f'{config.replay.batch_size}')
+
+
+def _reader_config(config) -> womd.ReaderConfig:
+  return womd.ReaderConfig(
+      max_num_objects=config.data.max_num_objects,
+      max_roadgraph_points=config.data.max_roadgraph_points,
+      max_traffic_lights=config.data.max_traffic_lights)
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(obj, indent=1) + '\n')
+  os.replace(tmp, path)
+
+
+def data_files(config, workdir: pathlib.Path) -> list[str]:
+  if config.data.womd_glob:
+    return womd.expand_paths(config.data.womd_glob.split(','))
+  return [str(workdir / 'data' / 'synthetic.tfrecord')]
+
+
+def stage_data(config, workdir: pathlib.Path) -> str:
+  """Writes the embedded default scenarios (or checks the WOMD files)."""
+  files = data_files(config, workdir)
+  if config.data.womd_glob:
+    return f'{len(files)} WOMD file(s) matched {config.data.womd_glob!r}'
+  path = pathlib.Path(files[0])
+  if path.exists():
+    return f'{path} exists (skipped)'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(config.seed)
+  with tfrecord.TFRecordWriter(path) as writer:
+    for i in tqdm.trange(config.data.num_scenarios, desc='data'):
+      scenario = synthetic.straight_road_scenario(
+          f'synthetic-{config.seed}-{i:04d}', seed=int(rng.integers(2**31)),
+          num_vehicles=int(rng.integers(2, 9)),
+          num_pedestrians=int(rng.integers(0, 3)),
+          num_cyclists=int(rng.integers(0, 2)),
+          with_traffic_light=bool(i % 2 == 0))
+      writer.write(scenario.SerializeToString())
+  return f'wrote {config.data.num_scenarios} scenarios to {path}'
+
+
+def stage_inspect(config, workdir: pathlib.Path) -> str:
+  """One JSON line of counts per scenario, and a picture of the first."""
+  out = workdir / 'inspect'
+  info_path = out / 'info.jsonl'
+  if info_path.exists():
+    return f'{info_path} exists (skipped)'
+  out.mkdir(parents=True, exist_ok=True)
+  from prefalign import viz  # pylint: disable=g-import-not-at-top
+  stats = womd.ReadStats()
+  lines, first = [], None
+  for path, index, scenario in tqdm.tqdm(
+      womd.read_scenarios(data_files(config, workdir),
+                          skip_bad_records=config.data.skip_bad_records,
+                          stats=stats), desc='inspect'):
+    lines.append(json.dumps({'file': path, 'record': index,
+                             **womd.scenario_info(scenario)}))
+    if first is None:
+      first = womd.state_from_scenario(
+          scenario, womd.ReaderConfig(max_num_objects=None,
+                                      max_roadgraph_points=None,
+                                      max_traffic_lights=None))
+  png = out / 'scenario.png'
+  viz.plot_scenario(first.state, path=str(png), title=first.scenario_id)
+  tmp = info_path.with_suffix('.tmp')
+  tmp.write_text('\n'.join(lines) + '\n')
+  os.replace(tmp, info_path)
+  return (f'{stats.num_read} scenarios ({stats.num_skipped} bad records '
+          f'skipped); counts in {info_path}, picture in {png}')
+
+
+def _errors(final: datatypes.SimulatorState):
+  """Per-object ADE over log-valid future steps of objects valid now."""
+  sim, log = final.sim_trajectory, final.log_trajectory
+  now = datatypes.CURRENT_TIME_INDEX
+  mask = log.valid[..., now + 1:] & log.valid[..., now:now + 1]
+  err = jnp.hypot(sim.x - log.x, sim.y - log.y)[..., now + 1:]
+  ade = jnp.where(mask, err, 0).sum(-1) / jnp.maximum(mask.sum(-1), 1)
+  return ade, mask.any(-1)
+
+
+def stage_replay(config, workdir: pathlib.Path) -> str:
+  """Drives every scenario through the dynamics with the log's actions."""
+  out = workdir / 'replay'
+  summary_path = out / 'summary.json'
+  if summary_path.exists():
+    return f'{summary_path} exists (skipped)'
+  out.mkdir(parents=True, exist_ok=True)
+  bound = config.replay.accel_bound or float('inf')
+  env_config = env.EnvConfig(dynamics=dynamics.DynamicsConfig(
+      max_lon_accel=bound, max_lat_accel=bound))
+  runs = {mode: jax.jit(jax.vmap(
+      lambda s, m=mode: _errors(replay.rollout(s, env_config, m))))
+          for mode in ('expert', 'replay')}
+  per_type = {m: {} for m in runs}
+  examples = pipeline.scenarios(
+      data_files(config, workdir), pipeline.PipelineConfig(
+          reader=_reader_config(config),
+          skip_bad_records=config.data.skip_bad_records))
+  first = None
+  num = 0
+  for batch in tqdm.tqdm(pipeline.batches(examples, config.replay.batch_size,
+                                          drop_remainder=False),
+                         desc='replay', unit='batch'):
+    first = first or batch
+    num += batch.batch_size
+    types = np.asarray(batch.state.object_metadata.object_types)
+    for mode, fn in runs.items():
+      ade, has = jax.device_get(fn(batch.state))
+      for t, name in ((1, 'vehicle'), (2, 'pedestrian'), (3, 'cyclist')):
+        per_type[mode].setdefault(name, []).extend(
+            ade[has & (types == t)].tolist())
+  summary = {'scenarios': num, 'accel_bound': config.replay.accel_bound}
+  for mode, types in per_type.items():
+    summary[mode] = {
+        name: {'objects': len(v), 'ade_mean_m': float(np.mean(v)),
+               'ade_p95_m': float(np.percentile(v, 95))}
+        for name, v in types.items() if v}
+  if config.replay.animate and first is not None:
+    from prefalign import viz  # pylint: disable=g-import-not-at-top
+    one = jax.tree.map(lambda a: a[0], first.state)
+    final = jax.jit(lambda s: replay.rollout(s, env_config, 'expert'))(one)
+    viz.animate_rollout(one, jax.device_get(final.sim_trajectory),
+                        path=str(out / 'expert_replay.gif'),
+                        title=first.scenario_ids[0])
+  _write_json(summary_path, summary)
+  veh = summary['replay'].get('vehicle', {})
+  return (f'{num} scenarios; expert tracking ADE (vehicles) '
+          f'{summary["expert"].get("vehicle", {}).get("ade_mean_m", 0):.4f} m,'
+          f' open-loop log-action replay ADE {veh.get("ade_mean_m", 0):.3f} m;'
+          f' {summary_path}')
+
+
+STAGES: dict[str, Callable] = {
+    'data': stage_data,
+    'inspect': stage_inspect,
+    'replay': stage_replay,
+}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Runs the configured stages in order, printing one line per stage."""
+  _check(config)
+  root = pathlib.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  (root / 'config.json').write_text(config.to_json_best_effort(indent=1))
+  start = time.perf_counter()
+  for name in config.stages:
+    t0 = time.perf_counter()
+    message = STAGES[name](config, root)
+    print(f'[{name}] {message} ({time.perf_counter() - t0:.1f} s)',
+          flush=True)
+  print(f'done in {time.perf_counter() - start:.1f} s; outputs in {root}')
