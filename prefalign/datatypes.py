@@ -129,7 +129,8 @@ class Trajectory:
   Attributes:
     x, y, z: float32 box centre in the global frame (m).
     vel_x, vel_y: float32 velocity (m/s).
-    yaw: float32 heading, counter-clockwise from +x, in [-pi, pi) (rad).
+    yaw: float32 heading, counter-clockwise from +x (rad), as logged: WOMD
+      keeps most headings in [-pi, pi) but not all; ``wrap_yaw`` wraps.
     valid: bool validity of the state.
     timestamp_micros: int32 time of the step.
     length, width, height: float32 box dimensions (m).

@@ -1,5 +1,16 @@
 """Data: WOMD TFRecords <-> SimulatorState, and batching pipelines."""
 
+from prefalign.data.submission import NUM_ROLLOUTS
+from prefalign.data.submission import pack_submission
+from prefalign.data.submission import read_rollouts
+from prefalign.data.submission import scenario_rollouts_from_trajectory
+from prefalign.data.submission import sim_agent_mask
+from prefalign.data.submission import submission_shard_names
+from prefalign.data.submission import trajectory_from_scenario_rollouts
+from prefalign.data.submission import validate_scenario_rollouts
+from prefalign.data.submission import write_rollouts
+from prefalign.data.submission import write_submission
+from prefalign.data.submission import write_submission_shards
 from prefalign.data.tfrecord import DataError
 from prefalign.data.tfrecord import read_records
 from prefalign.data.tfrecord import RecordError
@@ -32,4 +43,15 @@ __all__ = [
     'scenario_info',
     'ScenarioExample',
     'state_from_scenario',
+    'NUM_ROLLOUTS',
+    'pack_submission',
+    'read_rollouts',
+    'scenario_rollouts_from_trajectory',
+    'sim_agent_mask',
+    'submission_shard_names',
+    'trajectory_from_scenario_rollouts',
+    'validate_scenario_rollouts',
+    'write_rollouts',
+    'write_submission',
+    'write_submission_shards',
 ]

@@ -408,9 +408,10 @@ def state_from_scenario(
   traj = {}
   for name in ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
                'height'):
+    # Headings are kept as logged: WOMD stores some outside [-pi, pi), and
+    # the official WOSAC time-to-collision compares raw heading differences,
+    # so wrapping here would change metric values.
     v = tracks[name][keep]
-    if name == 'yaw':
-      v = (v + np.pi) % (2 * np.pi) - np.pi
     v = _pad(_pad(v, num_steps, 1, -1.0), n, 0, -1.0)
     traj[name] = np.where(kept_valid, v, -1.0).astype(np.float32)
   micros = np.broadcast_to(ts_micros, (n, num_steps))

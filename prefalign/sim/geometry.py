@@ -326,13 +326,17 @@ def distance_to_nearest_object(
 
 
 def _segment_table(roadgraph: datatypes.RoadgraphPoints,
-                   mask: jax.Array) -> dict[str, jax.Array]:
+                   mask: jax.Array,
+                   wrap_all_closed: bool = False) -> dict[str, jax.Array]:
   """Per-segment data of one (unbatched) road graph; arrays (S,), S = P - 1.
 
   Segment i joins point i to point i + 1 when both are valid, selected by
   ``mask`` and carry the same id. Runs of joined points are polylines; the
   prior/next segment of a polyline's first/last segment wraps around when the
-  polyline is closed (end within ``CYCLIC_TOLERANCE_M2`` of the start).
+  polyline is closed (end within ``CYCLIC_TOLERANCE_M2`` of the start) and,
+  unless ``wrap_all_closed``, it is one of the longest polylines: the official
+  code pads polylines to a common length, which hides the wrap of every
+  shorter closed polyline, and this default reproduces it.
   """
   p = roadgraph.num_points
   xyz = roadgraph.xyz
@@ -347,6 +351,9 @@ def _segment_table(roadgraph: datatypes.RoadgraphPoints,
   s, e = first_pt[:-1], last_pt[:-1]
   gap = xyz[e] - xyz[s]
   cyclic = jnp.sum(gap * gap, -1) < CYCLIC_TOLERANCE_M2
+  if not wrap_all_closed:
+    run_len = e - s + 1
+    cyclic &= run_len == jnp.max(jnp.where(link, run_len, 0))
   has_prior = link & ((seg > s) | cyclic)
   has_next = link & ((seg < e - 1) | cyclic)
   prior = jnp.where(seg > s, seg - 1, e - 1)
@@ -368,22 +375,26 @@ def _side(q: jax.Array, start: jax.Array, vec: jax.Array) -> jax.Array:
   return jnp.sign(_cross(d[..., 0], d[..., 1], vec[..., 0], vec[..., 1]))
 
 
-def _distance_one_point(q: jax.Array, table: dict[str, jax.Array],
-                        z_stretch: float) -> jax.Array:
-  """Signed 2-D distance of one query point (3,) to the road edges."""
-  start, vec = table['start'], table['vec']
-  d = q - start  # (S, 3)
-  len2 = vec[:, 0]**2 + vec[:, 1]**2
-  rel = jnp.where(len2 > 0,
-                  (d[:, 0] * vec[:, 0] + d[:, 1] * vec[:, 1]) /
-                  jnp.where(len2 > 0, len2, 1.0), 0.0)
-  off = d - vec * jnp.clip(rel, 0.0, 1.0)[:, None]
-  # Squared distances: same argmin, no sqrt over all segments.
-  dist3 = off[:, 0]**2 + off[:, 1]**2 + (z_stretch * off[:, 2])**2
-  dist3 = jnp.where(table['valid'], dist3, jnp.inf)
-  i = jnp.argmin(dist3)
+def _segment_offsets(q: jax.Array, start: jax.Array, vec: jax.Array):
+  """(rel, off) of points q (..., 3) to segments (..., 3), WOSAC style.
 
-  rel_i = rel[i]
+  ``rel`` is the 2-D projection parameter; ``off`` the 3-D offset from the
+  segment point at the clipped ``rel`` to q.
+  """
+  d = q - start
+  len2 = vec[..., 0]**2 + vec[..., 1]**2
+  rel = jnp.where(len2 > 0,
+                  (d[..., 0] * vec[..., 0] + d[..., 1] * vec[..., 1]) /
+                  jnp.where(len2 > 0, len2, 1.0), 0.0)
+  off = d - vec * jnp.clip(rel, 0.0, 1.0)[..., None]
+  return rel, off
+
+
+def _signed_at(q: jax.Array, i: jax.Array, table: dict[str, jax.Array]
+               ) -> jax.Array:
+  """Signed 2-D distance of q (3,) to road-edge segment ``i`` (the nearest)."""
+  start, vec = table['start'], table['vec']
+  rel_i, off = _segment_offsets(q, start[i], vec[i])
   n = _side(q, start[i], vec[i])
   j, k = table['prior'][i], table['next'][i]
   n_prior = _side(q, start[j], vec[j])
@@ -396,7 +407,17 @@ def _distance_one_point(q: jax.Array, table: dict[str, jax.Array],
                     jnp.minimum(n, n_next))
   sign = jnp.where((rel_i < 0) & table['has_prior'][i], before,
                    jnp.where((rel_i > 1) & table['has_next'][i], after, n))
-  return sign * _safe_norm(off[i, :2])
+  return sign * _safe_norm(off[..., :2])
+
+
+def _distance_one_point(q: jax.Array, table: dict[str, jax.Array],
+                        z_stretch: float) -> jax.Array:
+  """Signed 2-D distance of one query point (3,) to the road edges."""
+  _, off = _segment_offsets(q, table['start'], table['vec'])
+  # Squared distances: same argmin, no sqrt over all segments.
+  dist3 = off[:, 0]**2 + off[:, 1]**2 + (z_stretch * off[:, 2])**2
+  dist3 = jnp.where(table['valid'], dist3, jnp.inf)
+  return _signed_at(q, jnp.argmin(dist3), table)
 
 
 @jax.named_scope('geometry.signed_distance_to_polylines')
@@ -407,6 +428,7 @@ def signed_distance_to_polylines(
     z_stretch: float = Z_STRETCH_FACTOR,
     empty_value: float = -EXTREMELY_LARGE_DISTANCE,
     query_chunk_size: int = 256,
+    wrap_all_closed: bool = False,
 ) -> jax.Array:
   """WOSAC signed distance from points to road-edge polylines.
 
@@ -422,10 +444,12 @@ def signed_distance_to_polylines(
        takes the off-road side of either segment and a concave one the
        on-road side of either. Closed polylines wrap around.
 
-  This matches WOSAC's ``_compute_signed_distance_to_polylines`` except that
-  WOSAC, padding polylines to a common length, wraps a closed polyline only
-  if it is the longest one; here every closed polyline wraps. WOSAC raises on
-  a map with no road edges; here such points get ``empty_value``.
+  This matches WOSAC's ``_compute_signed_distance_to_polylines``, including
+  its handling of closed polylines: padding polylines to a common length, it
+  wraps a closed polyline only if it is one of the longest
+  (``wrap_all_closed=True`` wraps every closed polyline, the geometrically
+  consistent rule). WOSAC raises on a map with no road edges; here such
+  points get ``empty_value``.
 
   Complexity: O(Q * S) time, S = P - 1 segments. Queries are processed in
   chunks of ``query_chunk_size`` with ``lax.map``, so the peak temporary
@@ -441,6 +465,7 @@ def signed_distance_to_polylines(
     z_stretch: vertical weight for the nearest-segment search (static).
     empty_value: returned when there is no road-edge segment (static).
     query_chunk_size: queries per ``lax.map`` step (static).
+    wrap_all_closed: see above (static).
 
   Returns:
     float32 (..., Q).
@@ -456,7 +481,7 @@ def signed_distance_to_polylines(
     return jnp.full(points.shape[:-1], empty_value, jnp.float32)
 
   def single(pts, rg, m):
-    table = _segment_table(rg, m)
+    table = _segment_table(rg, m, wrap_all_closed)
     fn = lambda q: _distance_one_point(q, table, z_stretch)
     out = jax.lax.map(fn, pts, batch_size=min(query_chunk_size, num_q))
     return jnp.where(jnp.any(table['valid']), out, empty_value)

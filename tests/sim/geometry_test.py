@@ -72,7 +72,8 @@ def straight_road(half_width=4.0, length=100.0, spacing=5.0):
 # Jitted once per shape: much faster than op-by-op dispatch on small CPUs.
 _polyline_distance = jax.jit(
     geometry.signed_distance_to_polylines,
-    static_argnames=('z_stretch', 'empty_value', 'query_chunk_size'))
+    static_argnames=('z_stretch', 'empty_value', 'query_chunk_size',
+                     'wrap_all_closed'))
 box_distance = jax.jit(geometry.signed_distance_between_boxes,
                        static_argnums=2)
 pairwise_distance = jax.jit(geometry.pairwise_signed_distance,
@@ -291,13 +292,21 @@ def test_concave_corner():
 def test_closed_polyline_wraps_at_its_start():
   # Counter-clockwise sliver triangle, closed (last point = first point).
   tri = [[0, 0], [10, -1], [10, 1], [0, 0]]
-  # The other polyline is longer: WOSAC's padded tensors would not wrap the
-  # triangle, this implementation does.
+  # The other polyline is longer: WOSAC's padded tensors do not wrap the
+  # triangle (the default reproduces that); wrap_all_closed=True does.
   other = np.stack([np.linspace(50, 60, 6), np.full(6, 50.0)], -1)
   rg = roadgraph([tri, other])
-  d = sdist([[-0.5, 0.1, 0], [5, 0, 0]], rg)
+  q = [[-0.5, 0.1, 0], [5, 0, 0]]
+  d = sdist(q, rg, wrap_all_closed=True)
   np.testing.assert_allclose(d[0], np.hypot(0.5, 0.1), atol=1e-5)
   assert d[1] < 0
+  # Official semantics: no wrap at the start, so the sign is the first
+  # segment's own: the point lies on its left (drivable) side.
+  d = sdist(q, rg)
+  np.testing.assert_allclose(d[0], -np.hypot(0.5, 0.1), atol=1e-5)
+  # As the longest polyline, the triangle wraps under both rules.
+  rg = roadgraph([tri])
+  np.testing.assert_allclose(sdist(q, rg)[0], np.hypot(0.5, 0.1), atol=1e-5)
 
 
 def test_z_stretch_picks_the_right_level():
@@ -312,12 +321,18 @@ def test_z_stretch_picks_the_right_level():
   np.testing.assert_allclose(sdist(q, rg, z_stretch=1.0), [1.0], atol=1e-5)
 
 
-def _np_polyline_distance(q, polylines, z_stretch=3.0):
-  """Reference: the WOSAC rule written over a list of polylines (float64)."""
+def _np_polyline_distance(q, polylines, z_stretch=3.0, wrap_all=False):
+  """Reference: the WOSAC rule written over a list of polylines (float64).
+
+  As WOSAC, closed polylines wrap only when they are among the longest,
+  unless ``wrap_all``.
+  """
   best = None
+  longest = max(len(pl) for pl in polylines)
   for pl in polylines:
     pl = np.asarray(pl, np.float64)
     cyclic = np.sum((pl[0] - pl[-1])**2) < 1.0
+    cyclic = cyclic and (wrap_all or len(pl) == longest)
     a, v = pl[:-1], pl[1:] - pl[:-1]
     d = q - a
     rel = (d[:, :2] * v[:, :2]).sum(-1) / (v[:, :2]**2).sum(-1)
@@ -353,11 +368,12 @@ def test_random_polylines_match_reference():
     polylines.append(pts.astype(np.float32))
   rg = roadgraph(polylines, pad_to=sum(map(len, polylines)) + 3)
   q = rng.uniform([-30, -30, -1], [30, 30, 1], (300, 3)).astype(np.float32)
-  got = sdist(q, rg)
-  want = np.array([_np_polyline_distance(p.astype(np.float64), polylines)
-                   for p in q])
-  np.testing.assert_allclose(got, want, atol=1e-4)
-  assert (want < 0).sum() > 30 and (want > 0).sum() > 30
+  for wrap_all in (False, True):
+    got = sdist(q, rg, wrap_all_closed=wrap_all)
+    want = np.array([_np_polyline_distance(p.astype(np.float64), polylines,
+                                           wrap_all=wrap_all) for p in q])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert (want < 0).sum() > 30 and (want > 0).sum() > 30
 
 
 def test_empty_and_edgeless_road_graphs():

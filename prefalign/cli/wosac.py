@@ -1,0 +1,162 @@
+"""``prefalign-wosac``: the WOSAC realism metric on scenarios and rollouts.
+
+Usage::
+
+  prefalign-wosac --scenarios validation.tfrecord@150 \\
+      --rollouts submission.binproto [--challenge 2024|2025] [--json]
+
+``--rollouts`` takes official ``SimAgentsChallengeSubmission`` files (as
+uploaded to the leaderboard) and this project's rollout files (TFRecords of
+``ScenarioRollouts``). Every scenario that has rollouts is scored; a rollout
+whose scenario id matches no scenario, and rollouts that break the
+challenge's rules (32 rollouts, 80 steps, exactly the objects valid at the
+current step, finite coordinates), stop the command with a message naming
+the scenario and object.
+
+Prints one line per scenario and the dataset aggregate (the mean over
+scenarios, as the leaderboard reports it); with ``--json``, one JSON object
+per scenario and a final ``{"aggregate": ...}`` object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+
+from prefalign.data import submission
+from prefalign.data import womd
+from prefalign.metrics import wosac
+
+_COLUMNS = ('metametric', 'kinematic', 'interactive', 'map_based',
+            'min_average_displacement_error')
+
+
+def _bucket(n: int, step: int) -> int:
+  return max(step, -(-n // step) * step)
+
+
+def reader_config_for(scenario) -> womd.ReaderConfig:
+  """Sizes that keep the whole scenario, rounded up so shapes repeat.
+
+  Nothing is dropped (the official metric sees every object and map
+  feature), and rounding limits recompilation to a few shape buckets.
+  """
+  info = womd.scenario_info(scenario)
+  lanes = {ls.lane for d in scenario.dynamic_map_states
+           for ls in d.lane_states}
+  return womd.ReaderConfig(
+      max_num_objects=_bucket(info['num_tracks'], 64),
+      max_roadgraph_points=_bucket(info['num_roadgraph_points'], 8192),
+      max_traffic_lights=_bucket(len(lanes), 16))
+
+
+_JITTED = {}
+
+
+def _metric_fn(config: wosac.MetricConfig, max_evaluated: int):
+  key = (config, max_evaluated)
+  if key not in _JITTED:
+    _JITTED[key] = jax.jit(lambda s, r: wosac.scenario_metrics(
+        s, r, config, max_evaluated=max_evaluated))
+  return _JITTED[key]
+
+
+def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
+             num_rollouts: Optional[int] = submission.NUM_ROLLOUTS,
+             progress=None):
+  """Yields ``(scenario_id, metrics dict)`` for every scenario with rollouts.
+
+  Raises:
+    prefalign.data.DataError: on invalid rollouts, or rollouts of a scenario
+      that is not among ``scenario_paths``.
+  """
+  config = wosac.get_config(challenge)
+  rollouts = {}
+  for proto in submission.read_rollouts(rollout_paths):
+    if proto.scenario_id in rollouts:
+      raise womd.DataError(f'rollouts given twice for scenario '
+                           f'{proto.scenario_id!r}')
+    rollouts[proto.scenario_id] = proto
+  seen = set()
+  for path, index, scenario in womd.read_scenarios(scenario_paths):
+    proto = rollouts.get(scenario.scenario_id)
+    if proto is None:
+      continue
+    seen.add(scenario.scenario_id)
+    example = womd.state_from_scenario(scenario, reader_config_for(scenario),
+                                       path=path, record=index)
+    if num_rollouts is not None:
+      submission.validate_scenario_rollouts(proto, example,
+                                            num_rollouts=num_rollouts)
+    traj = submission.trajectory_from_scenario_rollouts(proto, example)
+    num_eval = 1 + len(scenario.tracks_to_predict)
+    fn = _metric_fn(config, _bucket(num_eval, 8) + 1)
+    start = time.perf_counter()
+    out = {k: float(v) for k, v in jax.device_get(
+        fn(example.state, traj)).items()}
+    out['seconds'] = time.perf_counter() - start
+    if progress:
+      progress(scenario.scenario_id, out)
+    yield scenario.scenario_id, out
+  missing = sorted(set(rollouts) - seen)
+  if missing:
+    raise womd.DataError(
+        f'rollouts of {len(missing)} scenario(s) match no scenario in '
+        f'{list(scenario_paths)}: {missing[:5]}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='prefalign-wosac', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--scenarios', nargs='+', required=True,
+                      help='WOMD Scenario TFRecords (files, globs, name@N)')
+  parser.add_argument('--rollouts', nargs='+', required=True,
+                      help='submission binprotos or rollout TFRecords')
+  parser.add_argument('--challenge', default='2025', choices=('2024', '2025'),
+                      help="2024: the 2024 leaderboard (time-to-collision "
+                      "for every object type); 2025: the current metric")
+  parser.add_argument('--num-rollouts', type=int,
+                      default=submission.NUM_ROLLOUTS,
+                      help='required rollouts per scenario (0: any)')
+  parser.add_argument('--json', action='store_true',
+                      help='JSON lines instead of a table')
+  args = parser.parse_args(argv)
+  config = wosac.get_config(args.challenge)
+  per_scenario = []
+  if not args.json:
+    print(f'{"scenario":<40} ' + ' '.join(f'{c[:11]:>11}' for c in _COLUMNS))
+  try:
+    for sid, m in evaluate(args.scenarios, args.rollouts,
+                           challenge=args.challenge,
+                           num_rollouts=args.num_rollouts or None):
+      per_scenario.append(m)
+      if args.json:
+        print(json.dumps({'scenario_id': sid, 'challenge': args.challenge,
+                          **m}), flush=True)
+      else:
+        print(f'{sid:<40} ' + ' '.join(f'{m[c]:>11.4f}' for c in _COLUMNS),
+              flush=True)
+  except (womd.DataError, FileNotFoundError) as e:
+    print(f'prefalign-wosac: error: {e}', file=sys.stderr)
+    return 2
+  if not per_scenario:
+    print('prefalign-wosac: error: no scenario has rollouts',
+          file=sys.stderr)
+    return 2
+  agg = wosac.aggregate(per_scenario, config)
+  if args.json:
+    print(json.dumps({'aggregate': agg, 'challenge': args.challenge}))
+  else:
+    print(f'{"aggregate (" + str(len(per_scenario)) + " scenarios)":<40} ' +
+          ' '.join(f'{agg[c]:>11.4f}' for c in _COLUMNS))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,110 @@
+"""Exact nearest-segment search for many clustered queries, with pruning.
+
+The WOSAC road-edge distance asks, for every corner of every evaluated box at
+every step of every rollout, which of thousands of road-edge segments is
+nearest. Brute force is O(queries x segments). Queries come in tight groups
+(one object at one step across the rollouts), so each group keeps a short
+list of candidate segments, those with the smallest lower bound on their
+distance (the gap between the group's bounding box and the segment's).
+
+The lists are *certified* afterwards: once the caller knows each query's best
+distance d* among its candidates, any segment left out is at least the
+threshold away (its lower bound is no smaller than the first one left out),
+so if every d* is below its group's threshold the candidates contain every
+query's nearest segment. A call whose lists cannot be certified falls back to
+brute force, so the result is always exact.
+
+Two levels: per object over the whole horizon (cuts the map to the object's
+surroundings), then per object and step among those.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_INF = jnp.inf
+
+
+def _box_gap(lo_a, hi_a, lo_b, hi_b):
+  """Euclidean distance between axis-aligned boxes (broadcasting)."""
+  gap = jnp.maximum(0.0, jnp.maximum(lo_a - hi_b, lo_b - hi_a))
+  return jnp.sqrt(jnp.sum(gap * gap, -1))
+
+
+def _top_k_lower(lb, k):
+  """Indices (into the last axis) of the k smallest bounds, and the next one."""
+  neg, pos = jax.lax.top_k(-lb, k + 1)
+  return pos[..., :k], -neg[..., k]
+
+
+def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
+                       seg_lo: jax.Array, seg_hi: jax.Array,
+                       seg_ok: jax.Array, *, window: int = 40,
+                       k_window: int = 768, k_group: int = 128
+                       ) -> tuple[jax.Array, jax.Array]:
+  """Candidate lists of nearest segments for grouped queries.
+
+  Args:
+    groups: (O, G, M, D) query points: O objects, G groups each (e.g. steps x
+      corners, consecutive groups close in time), M points per group (e.g.
+      rollouts), in the space the distance is measured in.
+    group_valid: (O, G, M) which queries count.
+    seg_lo, seg_hi: (S, D) boxes bounding where each segment's distance is
+      measured to; seg_ok (S,) validity.
+    window: consecutive groups that share a first-level list.
+    k_window, k_group: static list lengths of the two levels.
+
+  Returns:
+    ``(cand (O, G, k) sorted segment indices, threshold (O, G))``: a segment
+    outside a group's list is at least ``threshold`` from each of its
+    queries. If every query's best distance among its candidates is below
+    its group's threshold, the lists hold every query's nearest segment.
+  """
+  o, g, _, d = groups.shape
+  s = seg_lo.shape[0]
+  nan = jnp.where(group_valid[..., None], groups, jnp.nan)
+  any_g = jnp.any(group_valid, axis=2)
+  # Empty groups get a degenerate box at the origin; they are never scored.
+  lo_g = jnp.where(any_g[..., None], jnp.nanmin(nan, axis=2), 0.0)
+  hi_g = jnp.where(any_g[..., None], jnp.nanmax(nan, axis=2), 0.0)
+
+  # Level 1: windows of consecutive groups, against every segment.
+  w = min(window, g)
+  nw = -(-g // w)
+  pad = nw * w - g
+  padded = lambda a, v: jnp.pad(a, ((0, 0), (0, pad)) + ((0, 0),) *
+                                (a.ndim - 2), constant_values=v)
+  any_w = padded(any_g, False).reshape(o, nw, w)
+  lo_w = jnp.where(any_w[..., None], padded(lo_g, 0.0).reshape(o, nw, w, d),
+                   _INF).min(axis=2)
+  hi_w = jnp.where(any_w[..., None], padded(hi_g, 0.0).reshape(o, nw, w, d),
+                   -_INF).max(axis=2)
+  has_w = jnp.any(any_w, axis=2)
+  lo_w = jnp.where(has_w[..., None], lo_w, 0.0)
+  hi_w = jnp.where(has_w[..., None], hi_w, 0.0)
+  lb1 = _box_gap(lo_w[..., None, :], hi_w[..., None, :], seg_lo, seg_hi)
+  lb1 = jnp.where(seg_ok, lb1, _INF)  # (O, W, S)
+  k1 = min(k_window, s)
+  if k1 < s:
+    pool, thr1 = _top_k_lower(lb1, k1)  # (O, W, k1)
+  else:
+    pool = jnp.broadcast_to(jnp.arange(s), (o, nw, s))
+    thr1 = jnp.full((o, nw), _INF)
+
+  # Level 2: each group against its window's list.
+  p_lo, p_hi, p_ok = seg_lo[pool], seg_hi[pool], seg_ok[pool]  # (O, W, k1)
+  grouped = lambda a: padded(a, 0.0).reshape((o, nw, w) + a.shape[2:])
+  lb2 = _box_gap(grouped(lo_g)[..., None, :], grouped(hi_g)[..., None, :],
+                 p_lo[:, :, None], p_hi[:, :, None])  # (O, W, w, k1)
+  lb2 = jnp.where(p_ok[:, :, None], lb2, _INF)
+  k2 = min(k_group, k1)
+  if k2 < k1:
+    pos, thr2 = _top_k_lower(lb2, k2)
+  else:
+    pos = jnp.broadcast_to(jnp.arange(k1), lb2.shape)
+    thr2 = jnp.full(lb2.shape[:-1], _INF)
+  cand = jnp.take_along_axis(pool[:, :, None], pos, axis=-1)
+  cand = jnp.sort(cand, axis=-1).reshape(o, nw * w, k2)[:, :g]
+  threshold = jnp.minimum(thr1[:, :, None], thr2).reshape(o, nw * w)[:, :g]
+  return cand, threshold
