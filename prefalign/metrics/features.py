@@ -394,106 +394,47 @@ def traffic_light_violation(traj: datatypes.Trajectory,
 
 
 def _traffic_light_violation(traj: datatypes.Trajectory,
-                            eval_index: jax.Array,
-                            roadgraph: datatypes.RoadgraphPoints,
-                            lights: datatypes.TrafficLights) -> jax.Array:
-  """Whether each evaluated object runs a red light at each step.
+                             eval_index: jax.Array,
+                             roadgraph: datatypes.RoadgraphPoints,
+                             lights: datatypes.TrafficLights,
+                             budget: int = 512,
+                             max_signal_segments: int = 4096) -> jax.Array:
+  """``traffic_light_violation`` when some signal shows red.
 
-  At step t an object violates when its nearest surface-street lane segment
-  (2-D) belongs to a lane whose signal shows STOP or ARROW_STOP at t, and its
-  projection onto the stop point's lane segment passes the stop point
-  between t - 1 and t.
-
-  Args:
-    traj: Trajectory (B, N, T).
-    eval_index: int (E,).
-    roadgraph: RoadgraphPoints (P,).
-    lights: TrafficLights (L, T).
-
-  Returns:
-    bool (B, E, T); all False without signals or surface-street lanes.
+  A violation needs a crossing of a red signal's stop line, which is rare,
+  so the (expensive) nearest-lane search runs only for positions that cross
+  one: up to ``budget`` of them exactly, all of them by brute force beyond.
   """
   roadgraph = jax.tree.map(jnp.asarray, roadgraph)
-  lights = jax.tree.map(jnp.asarray, lights)
   start, end, seg_valid, seg_lane = _lane_segments(roadgraph)
   ex = jnp.take(traj.x, eval_index, axis=-2)
   ey = jnp.take(traj.y, eval_index, axis=-2)
   ev_valid = jnp.take(traj.valid, eval_index, axis=-2)
   xy = jnp.stack([ex, ey], -1)  # (B, E, T, 2)
-  b, e, t = ex.shape
-  # Nearest lane segment of every position: certified candidate lists per
-  # object and step (over the batch), as for the road edges. The official
-  # distance is measured to a point of the segment mirrored through its
-  # start, [a - v, a] (see _nearest_segment), so that is the bounding box.
-  # The padding segments (to the origin, kilometres long) would swamp every
-  # list, so they are searched separately, all of them.
-  phantom = seg_valid & (jnp.abs(end).sum(-1) == 0)
-  regular = seg_valid & ~phantom
-  mirrored = 2 * start - end
-  lo, hi = jnp.minimum(mirrored, start), jnp.maximum(mirrored, start)
-  groups = jnp.transpose(xy, (1, 2, 0, 3))  # (E, T, B, 2)
-  valid = jnp.transpose(ev_valid, (1, 2, 0))
-  cand, threshold = _nearest.nearest_candidates(groups, valid, lo, hi,
-                                                regular, k_group=256)
-  max_phantoms = min(512, start.shape[0])
-  (ph_idx,) = jnp.nonzero(phantom, size=max_phantoms, fill_value=0)
-  ph_ok = jnp.arange(max_phantoms) < jnp.sum(phantom)
 
-  def quirk_distance(qs, idx, ok):  # (M, 2), (k,) -> (M, k)
-    a, v = start[idx], end[idx] - start[idx]
-    d = qs[:, None, :] - a
-    len2 = jnp.sum(v * v, -1)
-    rel = jnp.where(len2 > 0, jnp.sum(d * v, -1) / jnp.where(len2 > 0, len2,
-                                                             1.0), 0.0)
-    off = d + v * jnp.clip(rel, 0.0, 1.0)[..., None]
-    return jnp.where(ok, jnp.sqrt(jnp.sum(off * off, -1)), jnp.inf)
-
-  def one_group(qs, idx):
-    d_reg = quirk_distance(qs, idx, regular[idx])
-    d_ph = quirk_distance(qs, ph_idx, ph_ok)
-    both = jnp.concatenate([d_reg, d_ph], -1)
-    ids = jnp.concatenate([idx, ph_idx])
-    best = both.min(-1)
-    # argmin over segment order: the lowest index among the minima.
-    at_min = both == best[:, None]
-    j = jnp.argmin(jnp.where(at_min, ids, jnp.iinfo(jnp.int32).max), -1)
-    return ids[j], d_reg.min(-1)
-
-  near_fast, best = jax.vmap(jax.vmap(one_group))(groups, cand)
-  # Queries whose list is not certified (far from every lane in a dense
-  # map) are redone by brute force, up to a fixed budget; beyond it, all are.
-  unsure = (valid & jnp.any(regular) &
-            (best >= threshold[..., None])).reshape(-1)
-  budget = min(2048, unsure.shape[0])
-  (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
-  q_flat = groups.reshape(-1, 2)
-  redone = jax.lax.map(lambda q: _nearest_segment(q, start, end, seg_valid),
-                       q_flat[redo], batch_size=128)
-  near_flat = near_fast.reshape(-1)
-  keep = jnp.arange(budget) < jnp.sum(unsure)
-  near_flat = near_flat.at[redo].set(jnp.where(keep, redone,
-                                               near_flat[redo]))
-  certified = ((jnp.sum(phantom) <= max_phantoms) &
-               (jnp.sum(unsure) <= budget))
-
-  def brute(_):
-    return jax.lax.map(
-        lambda q: _nearest_segment(q, start, end, seg_valid),
-        xy.reshape(-1, 2), batch_size=512).reshape(ex.shape)
-
-  nearest = jax.lax.cond(
-      certified,
-      lambda _: jnp.transpose(near_flat.reshape(e, t, b), (2, 0, 1)),
-      brute, None)
-  lane_now = seg_lane[nearest]  # (B, E, T)
-
-  # The stop point's segment on the signal's lane, per signal and step.
+  # The stop point's segment on the signal's lane, per signal and step,
+  # searched among the segments of signalled lanes only (few).
   stop = jnp.stack([lights.x, lights.y], -1)  # (L, T, 2)
-  on_lane = seg_valid & (seg_lane[None, None, :] ==
-                         lights.lane_ids[..., None])  # (L, T, S)
-  lane_exists = jnp.any(on_lane, -1)
-  stop_seg = jax.vmap(jax.vmap(_nearest_segment, (0, None, None, 0)),
-                      (0, None, None, 0))(stop, start, end, on_lane)
+  signalled = seg_valid & jnp.isin(seg_lane, jnp.where(
+      lights.valid, lights.lane_ids, -2).reshape(-1))
+  size = min(max_signal_segments, seg_lane.shape[0])
+
+  def stop_segments(sig, sig_ok):
+    on_lane = sig_ok & (seg_lane[sig][None, None, :] ==
+                        lights.lane_ids[..., None])  # (L, T, K)
+    found = jax.vmap(jax.vmap(_nearest_segment, (0, None, None, 0)),
+                     (0, None, None, 0))(stop, start[sig], end[sig], on_lane)
+    return sig[found], jnp.any(on_lane, -1)
+
+  def compact(_):
+    (sig,) = jnp.nonzero(signalled, size=size, fill_value=0)
+    return stop_segments(sig, jnp.arange(size) < jnp.sum(signalled))
+
+  def whole(_):
+    return stop_segments(jnp.arange(seg_lane.shape[0]), seg_valid)
+
+  stop_seg, lane_exists = jax.lax.cond(jnp.sum(signalled) <= size, compact,
+                                       whole, None)
   a, b = start[stop_seg], end[stop_seg]  # (L, T, 2)
   ab = b - a
   len2 = jnp.sum(ab * ab, -1)
@@ -508,6 +449,22 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
   red = lights.valid & ((lights.state == datatypes.TrafficLightStates.STOP) |
                         (lights.state ==
                          datatypes.TrafficLightStates.ARROW_STOP))
+  possible = crossed & red & lane_exists & ev_valid[..., None, :]
+  need = jnp.any(possible, axis=-2)  # (B, E, T)
+
+  nearest_of = lambda q: _nearest_segment(q, start, end, seg_valid)
+  flat_need = need.reshape(-1)
+  size = min(budget, flat_need.shape[0])
+  (idx,) = jnp.nonzero(flat_need, size=size, fill_value=0)
+
+  def few(_):
+    found = jax.lax.map(nearest_of, xy.reshape(-1, 2)[idx], batch_size=64)
+    return jnp.zeros(flat_need.shape, found.dtype).at[idx].set(found)
+
+  def every(_):
+    return jax.lax.map(nearest_of, xy.reshape(-1, 2), batch_size=512)
+
+  nearest = jax.lax.cond(jnp.sum(flat_need) <= size, few, every, None)
+  lane_now = seg_lane[nearest.reshape(need.shape)]  # (B, E, T)
   match = lane_now[..., None, :] == lights.lane_ids  # (B, E, L, T)
-  hit = match & red & lane_exists & crossed & ev_valid[..., None, :]
-  return jnp.any(hit, axis=-2)
+  return jnp.any(match & possible, axis=-2)

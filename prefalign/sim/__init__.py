@@ -3,6 +3,7 @@
 from prefalign.sim import dynamics
 from prefalign.sim import env
 from prefalign.sim import geometry
+from prefalign.sim import replay
 from prefalign.sim.dynamics import Action
 from prefalign.sim.dynamics import DynamicsConfig
 from prefalign.sim.dynamics import TrajectoryUpdate
@@ -28,6 +29,7 @@ from prefalign.sim.geometry import signed_distance_to_polylines
 from prefalign.sim.geometry import signed_distance_to_road_edge
 
 __all__ = [
+    'replay',
     'dynamics',
     'env',
     'geometry',
