@@ -25,6 +25,7 @@ evaluated objects.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +112,8 @@ def _pairwise_to_nearest(boxes, ev, valid, ev_valid, eval_index, factor):
 def distance_to_nearest_object(
     traj: datatypes.Trajectory, eval_index: jax.Array,
     corner_rounding_factor: float = geometry.CORNER_ROUNDING_FACTOR, *,
-    num_candidates: int = 8,
+    num_candidates: int = 4,
+    eval_mask: Optional[jax.Array] = None,
 ) -> jax.Array:
   """Signed distance from each evaluated object to its nearest valid object.
 
@@ -126,6 +128,8 @@ def distance_to_nearest_object(
     eval_index: int (E,) rows of the evaluated objects.
     corner_rounding_factor: box corner rounding (WOSAC: 0.7).
     num_candidates: static list length (0: always compare every pair).
+    eval_mask: bool (E,), False for padding slots of ``eval_index`` (they
+      are returned as invalid and cost no search).
 
   Returns:
     float32 (..., E, T); ``1e10`` where the evaluated object or every other
@@ -134,6 +138,8 @@ def distance_to_nearest_object(
   boxes = _boxes(traj.x, traj.y, traj.length, traj.width, traj.yaw)
   ev = jnp.take(boxes, eval_index, axis=-3)  # (..., E, T, 5)
   ev_valid = jnp.take(traj.valid, eval_index, axis=-2)
+  if eval_mask is not None:
+    ev_valid &= eval_mask[:, None]
   factor = corner_rounding_factor
   brute = lambda _: _pairwise_to_nearest(boxes, ev, traj.valid, ev_valid,
                                          eval_index, factor)
@@ -161,8 +167,33 @@ def distance_to_nearest_object(
   d = geometry.signed_distance_between_boxes(ev[..., None, :], other, factor)
   best = jnp.where(cand_ok, d, _BIG).min(axis=-1)
   best = jnp.where(ev_valid, best, _BIG)
-  certified = jnp.all(~ev_valid | (best < threshold))
-  return jax.lax.cond(certified, lambda _: best, brute, None)
+  # Uncertified (evaluated object, step) pairs are redone against every box,
+  # up to a budget; beyond it the whole call is.
+  unsure = (ev_valid & (best >= threshold)).reshape(-1)
+  budget = min(2048, unsure.shape[0])
+  (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+  t_len = boxes.shape[-2]
+  e_len = eval_index.shape[0]
+  flat_boxes = boxes.reshape((-1,) + boxes.shape[-3:])  # (B, N, T, 5)
+  flat_valid = traj.valid.reshape((-1,) + traj.valid.shape[-2:])
+  bi, rest = jnp.divmod(redo, e_len * t_len)
+  ei, ti = jnp.divmod(rest, t_len)
+
+  def one(bi, ei, ti):
+    me = flat_boxes[bi, eval_index[ei], ti]
+    others = flat_boxes[bi, :, ti]
+    dd = geometry.signed_distance_between_boxes(me[None], others, factor)
+    ok = flat_valid[bi, :, ti] & (jnp.arange(n) != eval_index[ei])
+    return jnp.where(ok, dd, _BIG).min()
+
+  def fast(_):
+    again = jax.lax.map(lambda a: one(*a), (bi, ei, ti), batch_size=128)
+    keep = jnp.arange(budget) < jnp.sum(unsure)
+    flat = best.reshape(-1)
+    flat = flat.at[redo].set(jnp.where(keep, again, flat[redo]))
+    return flat.reshape(best.shape)
+
+  return jax.lax.cond(jnp.sum(unsure) <= budget, fast, brute, None)
 
 
 @jax.named_scope('features.time_to_collision')
@@ -225,7 +256,9 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           roadgraph: datatypes.RoadgraphPoints, *,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
                           wrap_all_closed: bool = False,
-                          prune: bool = True) -> jax.Array:
+                          prune: bool = True,
+                          redo_budget: int = 2048,
+                          eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
   Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
@@ -243,6 +276,9 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     z_stretch: vertical weight of the nearest-segment search (WOSAC: 3).
     wrap_all_closed: see ``geometry.signed_distance_to_polylines``.
     prune: use the certified candidate search.
+    redo_budget: uncertified queries redone by brute force before the whole
+      call falls back to it (static).
+    eval_mask: bool (E,), False for padding slots of ``eval_index``.
 
   Returns:
     float32 (B, E, T); positive off-road, ``-1e10`` where invalid, and
@@ -250,6 +286,8 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   """
   roadgraph = jax.tree.map(jnp.asarray, roadgraph)
   ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), traj)
+  if eval_mask is not None:
+    ev = ev.replace(valid=ev.valid & eval_mask[:, None])
   b, e, t = ev.x.shape
   corners = geometry.box_corners(ev.x, ev.y, ev.length, ev.width, ev.yaw)
   z = jnp.broadcast_to((ev.z - ev.height / 2)[..., None], corners.shape[:-1])
@@ -292,14 +330,26 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       return idx[j], jnp.sqrt(best)
 
     nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
-    certified = jnp.all(~valid | (best < threshold[..., None]))
+    # Queries whose list is not certified (a group spread wide by diverging
+    # rollouts, or far from every edge) are redone by brute force, up to a
+    # budget; beyond it, every query is.
+    unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+    budget = min(redo_budget, unsure.shape[0])
+    (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+    q_flat = pts_groups.reshape(-1, 3)
 
     def fast(_):
       signed = jax.vmap(
           lambda q, i: geometry._signed_at(  # pylint: disable=protected-access
-              q, i, table))(pts_groups.reshape(-1, 3), nearest.reshape(-1))
+              q, i, table))(q_flat, nearest.reshape(-1))
+      again = jax.lax.map(
+          lambda q: geometry._distance_one_point(  # pylint: disable=protected-access
+              q, table, z_stretch), q_flat[redo], batch_size=128)
+      keep = jnp.arange(budget) < jnp.sum(unsure)
+      signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
       return jnp.transpose(signed.reshape(e, t, 4, b), (3, 0, 1, 2))
-    d = jax.lax.cond(certified, fast, brute, None)
+
+    d = jax.lax.cond(jnp.sum(unsure) <= budget, fast, brute, None)
     d = jnp.where(jnp.any(table['valid']), d, -_BIG)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)

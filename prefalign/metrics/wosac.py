@@ -306,9 +306,11 @@ def scenario_features(state: datatypes.SimulatorState,
       ev.x, ev.y, ev.z, ev.yaw)
   fut = lambda a: a[..., NOW + 1:]
   future = jax.tree.map(fut, full)
-  dist = F.distance_to_nearest_object(future, eval_index)
+  dist = F.distance_to_nearest_object(future, eval_index,
+                                      eval_mask=eval_mask)
   ttc = fut(F.time_to_collision(full, eval_index))
   edge = F.distance_to_road_edge(future, eval_index, state.roadgraph_points,
+                                 eval_mask=eval_mask,
                                  **(road_edge_kwargs or {}))
   from_now = jax.tree.map(lambda a: a[..., NOW:], full)
   lights = jax.tree.map(lambda a: a[..., NOW:], state.log_traffic_light)

@@ -1,0 +1,86 @@
+"""prefalign-wosac end to end on synthetic scenarios, and its bad-input errors."""
+
+import json
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from prefalign.cli import wosac as wosac_cli
+from prefalign.data import submission
+from prefalign.data import synthetic
+from prefalign.data import tfrecord
+from prefalign.data import womd
+
+
+def _write(tmp_path, noise=0.3, scenario_ids=('cli-a', 'cli-b'),
+           rollout_ids=None, mutate=None):
+  scenarios = [synthetic.straight_road_scenario(sid, seed=i,
+                                                with_traffic_light=i == 0)
+               for i, sid in enumerate(scenario_ids)]
+  spath = tmp_path / 'scenarios.tfrecord'
+  tfrecord.write_records(spath, [s.SerializeToString() for s in scenarios])
+  protos = []
+  rng = np.random.default_rng(0)
+  for s, rid in zip(scenarios, rollout_ids or scenario_ids):
+    state = womd.state_from_scenario(s).state
+    log = jax.tree.map(np.asarray, state.log_trajectory)
+    fut = jax.tree.map(lambda a: np.broadcast_to(
+        a[:, 11:], (32,) + a[:, 11:].shape).copy(), log)
+    fut = fut.replace(x=(fut.x + noise * rng.normal(size=fut.x.shape)
+                         ).astype(np.float32),
+                      valid=np.ones_like(fut.valid))
+    proto = submission.scenario_rollouts_from_trajectory(state, rid, fut)
+    if mutate:
+      mutate(proto)
+    protos.append(proto)
+  rpath = tmp_path / 'rollouts.tfrecord'
+  submission.write_rollouts(rpath, protos)
+  return str(spath), str(rpath)
+
+
+def test_json_output_per_scenario_and_aggregate(tmp_path, capsys):
+  spath, rpath = _write(tmp_path)
+  assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath,
+                         '--challenge', '2024', '--json']) == 0
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  assert [l.get('scenario_id') for l in lines[:2]] == ['cli-a', 'cli-b']
+  agg = lines[2]['aggregate']
+  assert agg['num_scenarios'] == 2
+  np.testing.assert_allclose(
+      agg['metametric'], np.mean([l['metametric'] for l in lines[:2]]),
+      rtol=1e-6)
+  for key in ('kinematic', 'interactive', 'map_based',
+              'min_average_displacement_error',
+              'distance_to_road_edge_likelihood'):
+    assert 0 <= agg[key] < 10, key
+
+
+def test_table_output(tmp_path, capsys):
+  spath, rpath = _write(tmp_path, scenario_ids=('cli-a',))
+  assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath]) == 0
+  out = capsys.readouterr().out
+  assert 'cli-a' in out and 'aggregate (1 scenarios)' in out
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(rollout_ids=('cli-a', 'nowhere')),
+     r"match no scenario .*'nowhere'"),
+    (dict(mutate=lambda p: p.joint_scenes[3].simulated_trajectories[0]
+          .center_x.__setitem__(5, float('nan'))),
+     r"scenario 'cli-a'.*object id 1 .*non-finite"),
+    (dict(mutate=lambda p: p.joint_scenes[0].simulated_trajectories[1]
+          .center_y.pop()),
+     r"scenario 'cli-a'.*object id 2.*center_y"),
+    (dict(mutate=lambda p: p.joint_scenes.pop()),
+     r"scenario 'cli-a'.*31"),
+    (dict(mutate=lambda p: [js.simulated_trajectories.pop()
+                            for js in p.joint_scenes]),
+     r"scenario 'cli-a'.*missing"),
+])
+def test_bad_rollouts_are_named(tmp_path, capsys, kwargs, message):
+  spath, rpath = _write(tmp_path, **kwargs)
+  assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath]) == 2
+  err = capsys.readouterr().err
+  assert re.search(message, err, re.S), err
