@@ -245,6 +245,64 @@ def _shrink(box: jax.Array, factor: float):
   return core, radius
 
 
+def _rect_signed_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Exact signed distance between rectangles (..., 5), closed form.
+
+  Rectangles are the case ``signed_distance_between_polygons`` handles in
+  general, in a few dozen flops instead of a few hundred:
+    * the penetration depth is the least overlap of the projections on the
+      four edge normals, i.e. the two axes of each rectangle (the normals of
+      the Minkowski difference), each a closed form in the half sizes;
+    * separated, the distance is attained at a vertex of one rectangle, so it
+      is the least distance of the 8 vertices to the other (solid)
+      rectangle, a clamp in that rectangle's frame.
+  Degenerate (zero-size) rectangles are handled (segments, points).
+  """
+  ca, sa = jnp.cos(a[..., 4]), jnp.sin(a[..., 4])
+  cb, sb = jnp.cos(b[..., 4]), jnp.sin(b[..., 4])
+  ha = (a[..., 2] / 2, a[..., 3] / 2)
+  hb = (b[..., 2] / 2, b[..., 3] / 2)
+  dx, dy = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
+  # Axes: a's length and width directions, then b's.
+  ax = ((ca, sa), (-sa, ca))
+  bx = ((cb, sb), (-sb, cb))
+  # |cos| of the angles between a's and b's axes.
+  c11 = jnp.abs(ca * cb + sa * sb)
+  c12 = jnp.abs(-ca * sb + sa * cb)
+  overlap = jnp.stack([
+      ha[0] + hb[0] * c11 + hb[1] * c12 - jnp.abs(dx * ax[0][0] +
+                                                  dy * ax[0][1]),
+      ha[1] + hb[0] * c12 + hb[1] * c11 - jnp.abs(dx * ax[1][0] +
+                                                  dy * ax[1][1]),
+      hb[0] + ha[0] * c11 + ha[1] * c12 - jnp.abs(dx * bx[0][0] +
+                                                  dy * bx[0][1]),
+      hb[1] + ha[0] * c12 + ha[1] * c11 - jnp.abs(dx * bx[1][0] +
+                                                  dy * bx[1][1]),
+  ], -1)
+  depth = overlap.min(-1)
+  signs = jnp.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+
+  def vertices_to(rect_h, rect_axes, verts_h, verts_axes, ox, oy):
+    # Vertices of the other rectangle, centred at (ox, oy) relative to this
+    # one, in this one's frame; then the clamp distance.
+    vx = (ox[..., None] + signs[:, 0] * verts_h[0][..., None] *
+          verts_axes[0][0][..., None] + signs[:, 1] * verts_h[1][..., None] *
+          verts_axes[1][0][..., None])
+    vy = (oy[..., None] + signs[:, 0] * verts_h[0][..., None] *
+          verts_axes[0][1][..., None] + signs[:, 1] * verts_h[1][..., None] *
+          verts_axes[1][1][..., None])
+    u = jnp.abs(vx * rect_axes[0][0][..., None] +
+                vy * rect_axes[0][1][..., None]) - rect_h[0][..., None]
+    v = jnp.abs(vx * rect_axes[1][0][..., None] +
+                vy * rect_axes[1][1][..., None]) - rect_h[1][..., None]
+    u, v = jnp.maximum(u, 0.0), jnp.maximum(v, 0.0)
+    return _safe_norm(jnp.stack([u, v], -1)).min(-1)
+
+  gap = jnp.minimum(vertices_to(ha, ax, hb, bx, dx, dy),
+                    vertices_to(hb, bx, ha, ax, -dx, -dy))
+  return jnp.where(depth > 0, -depth, gap)
+
+
 @jax.named_scope('geometry.signed_distance_between_boxes')
 def signed_distance_between_boxes(
     box_a: jax.Array,
@@ -270,7 +328,8 @@ def signed_distance_between_boxes(
     core_b, rb = _shrink(box_b, corner_rounding_factor)
   else:
     core_a, core_b, ra, rb = box_a, box_b, 0.0, 0.0
-  d = signed_distance_between_polygons(_corners5(core_a), _corners5(core_b))
+  core_a, core_b = jnp.broadcast_arrays(core_a, core_b)
+  d = _rect_signed_distance(core_a, core_b)
   return d - ra - rb
 
 

@@ -422,3 +422,20 @@ def test_signed_distance_to_road_edge_boxes():
   f = jax.jit(geometry.signed_distance_to_road_edge)
   np.testing.assert_allclose(f(two, rg)[:3], np.stack([d[:3]] * 2, -1),
                              atol=1e-5)
+
+
+def test_closed_form_rectangle_distance_equals_polygon_distance():
+  rng = np.random.default_rng(11)
+  n = 20000
+  def boxes():
+    return np.stack([rng.uniform(-5, 5, n), rng.uniform(-5, 5, n),
+                     rng.uniform(0, 6, n), rng.uniform(0, 3, n),
+                     rng.uniform(-4, 4, n)], -1).astype(np.float32)
+  a, b = boxes(), boxes()
+  b[:500, 3] = 0.0  # segments
+  a[500:1000, 2:4] = 0.0  # points
+  fast = jax.jit(geometry._rect_signed_distance)(a, b)  # pylint: disable=protected-access
+  general = jax.jit(lambda a, b: geometry.signed_distance_between_polygons(
+      geometry._corners5(a), geometry._corners5(b)))(a, b)  # pylint: disable=protected-access
+  np.testing.assert_allclose(fast, general, atol=1e-5)
+  assert (np.asarray(fast) < 0).sum() > 1000 and (np.asarray(fast) > 0).sum() > 1000
