@@ -257,7 +257,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
                           wrap_all_closed: bool = False,
                           prune: bool = True,
-                          redo_budget: int = 2048,
+                          redo_budget: int = 256,
                           eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 

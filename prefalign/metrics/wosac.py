@@ -236,6 +236,23 @@ def evaluated_index(state: datatypes.SimulatorState,
   return order, evaluated[order]
 
 
+def _check_slots(state: datatypes.SimulatorState, max_evaluated: int) -> None:
+  """Raises if more objects are evaluated than there are slots.
+
+  Only possible outside ``jit`` (with concrete arrays); under ``jit`` the
+  caller must size ``max_evaluated`` (``prefalign-wosac`` does).
+  """
+  meta, log = state.object_metadata, state.log_trajectory
+  if isinstance(meta.is_sdc, jax.core.Tracer):
+    return
+  count = int(np.sum((np.asarray(meta.is_sdc) | np.asarray(meta.is_modeled))
+                     & np.asarray(meta.is_valid) &
+                     np.asarray(log.valid)[..., NOW]))
+  if count > max_evaluated:
+    raise ValueError(f'{count} evaluated objects (SDC + tracks_to_predict) '
+                     f'but max_evaluated={max_evaluated}; raise it')
+
+
 def _sim_agents(state):
   return state.object_metadata.is_valid & state.log_trajectory.valid[:, NOW]
 
@@ -299,6 +316,7 @@ def scenario_features(state: datatypes.SimulatorState,
     'eval_index', 'eval_mask' (E,), 'object_type' (E,), 'valid' (E, 80): the
     log validity of the evaluated objects' future.
   """
+  _check_slots(state, max_evaluated)
   eval_index, eval_mask = evaluated_index(state, max_evaluated)
   full = _full_trajectories(state, rollouts)  # (R + 1, N, 91)
   ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), full)

@@ -237,3 +237,9 @@ def test_batched_metrics_equal_per_scenario(straight):
     one = metrics(s, r)
     for k, v in one.items():
       np.testing.assert_allclose(float(got[k][i]), v, rtol=1e-5, atol=1e-6)
+
+
+def test_too_few_evaluated_slots_is_an_error(straight):
+  with pytest.raises(ValueError, match='3 evaluated objects'):
+    wosac.scenario_metrics(straight, log_rollouts(straight),
+                           max_evaluated=2)
