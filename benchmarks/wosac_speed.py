@@ -55,9 +55,8 @@ def ours(scenario_path, rollout_path, challenge):
         protos[scenario.scenario_id], example)
     fn = jax.jit(lambda s, r: wosac_cli.wosac.scenario_metrics(
         s, r, wosac_cli.wosac.get_config(challenge),
-        max_evaluated=wosac_cli.evaluated_slots(len(
-            {scenario.sdc_track_index} |
-            {r.track_index for r in scenario.tracks_to_predict}))))
+        max_evaluated=wosac_cli.evaluated_slots(
+            wosac_cli.num_evaluated(scenario))))
     state, traj = jax.device_put((example.state, traj))
     start = time.perf_counter()
     first = jax.block_until_ready(fn(state, traj))

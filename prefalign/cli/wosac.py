@@ -40,6 +40,12 @@ def _bucket(n: int, step: int) -> int:
   return max(step, -(-n // step) * step)
 
 
+def num_evaluated(scenario) -> int:
+  """Objects the metric scores: the SDC and the tracks_to_predict."""
+  return len({scenario.sdc_track_index} |
+             {r.track_index for r in scenario.tracks_to_predict})
+
+
 def evaluated_slots(num_evaluated: int) -> int:
   """Static evaluated-object slots for a scenario: few buckets, little waste.
 
@@ -106,9 +112,7 @@ def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
       submission.validate_scenario_rollouts(proto, example,
                                             num_rollouts=num_rollouts)
     traj = submission.trajectory_from_scenario_rollouts(proto, example)
-    num_eval = len({scenario.sdc_track_index} |
-                   {r.track_index for r in scenario.tracks_to_predict})
-    fn = _metric_fn(config, evaluated_slots(num_eval))
+    fn = _metric_fn(config, evaluated_slots(num_evaluated(scenario)))
     start = time.perf_counter()
     out = {k: float(v) for k, v in jax.device_get(
         fn(example.state, traj)).items()}

@@ -222,6 +222,17 @@ def _feature_points(feature: map_pb2.MapFeature):
   return np.asarray([(p.x, p.y, p.z) for p in pts], np.float64), t
 
 
+def _feature_num_points(feature: map_pb2.MapFeature) -> int:
+  """How many road-graph points a map feature becomes (no arrays built)."""
+  kind = feature.WhichOneof('feature_data')
+  if kind is None:
+    return 0
+  data = getattr(feature, kind)
+  if kind == 'stop_sign':
+    return int(data.HasField('position'))
+  return len(data.polygon if kind in _POLYGON_KINDS else data.polyline)
+
+
 def _directions(xyz: np.ndarray) -> np.ndarray:
   """Unit vectors from each point to the next; zero at the last point."""
   d = np.zeros_like(xyz)
@@ -718,8 +729,7 @@ def scenario_info(scenario: scenario_pb2.Scenario) -> dict:
   for f in scenario.map_features:
     kind = f.WhichOneof('feature_data') or 'empty'
     features[kind] = features.get(kind, 0) + 1
-    pts = _feature_points(f)
-    num_points += 0 if pts is None else len(pts[0])
+    num_points += _feature_num_points(f)
   current = scenario.current_time_index
   valid_now = sum(
       1 for t in scenario.tracks

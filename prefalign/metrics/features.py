@@ -262,10 +262,11 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   """Signed distance of each evaluated object's most off-road corner (m).
 
   Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
-  object-and-step group of corner points (over the batch) searches a short,
-  certified list of candidate segments instead of the whole map
-  (``metrics._nearest``); if a list cannot be certified the whole call falls
-  back to brute force, so the result is the same either way. Under ``vmap``
+  group of corner points (one corner of one object at one step, over the
+  batch) searches a short, certified list of candidate segments instead of
+  the whole map (``metrics._nearest``); queries whose list cannot be
+  certified are redone by brute force (all of them if more than
+  ``redo_budget``), so the result is the same either way. Under ``vmap``
   the fallback branch is evaluated too (``lax.cond`` becomes ``select``); use
   ``lax.map`` over scenarios to keep the fast path.
 

@@ -220,18 +220,24 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 # Features of one scenario.
 
 
+def _evaluated_mask(state: datatypes.SimulatorState, xp=jnp):
+  """(..., N) bool: the SDC and tracks_to_predict, valid at the current step."""
+  meta, log = state.object_metadata, state.log_trajectory
+  return ((xp.asarray(meta.is_sdc) | xp.asarray(meta.is_modeled)) &
+          xp.asarray(meta.is_valid) & xp.asarray(log.valid)[..., NOW])
+
+
 def evaluated_index(state: datatypes.SimulatorState,
                     max_evaluated: int) -> tuple[jax.Array, jax.Array]:
   """Rows of the evaluated objects (SDC + tracks_to_predict), padded.
 
   Returns:
     ``(index, mask)``, each (max_evaluated,): the rows sorted by object id
-    (as the official code orders them), padded with row 0 and mask False.
+    (as the official code orders them), then other rows with mask False.
   """
-  meta, log = state.object_metadata, state.log_trajectory
-  evaluated = ((meta.is_sdc | meta.is_modeled) & meta.is_valid &
-               log.valid[..., NOW])
-  key = jnp.where(evaluated, meta.ids, jnp.iinfo(jnp.int32).max)
+  evaluated = _evaluated_mask(state, jnp)
+  key = jnp.where(evaluated, state.object_metadata.ids,
+                  jnp.iinfo(jnp.int32).max)
   order = jnp.argsort(key, stable=True)[:max_evaluated]
   return order, evaluated[order]
 
@@ -242,12 +248,9 @@ def _check_slots(state: datatypes.SimulatorState, max_evaluated: int) -> None:
   Only possible outside ``jit`` (with concrete arrays); under ``jit`` the
   caller must size ``max_evaluated`` (``prefalign-wosac`` does).
   """
-  meta, log = state.object_metadata, state.log_trajectory
-  if isinstance(meta.is_sdc, jax.core.Tracer):
+  if isinstance(state.object_metadata.is_sdc, jax.core.Tracer):
     return
-  count = int(np.sum((np.asarray(meta.is_sdc) | np.asarray(meta.is_modeled))
-                     & np.asarray(meta.is_valid) &
-                     np.asarray(log.valid)[..., NOW]))
+  count = int(np.sum(_evaluated_mask(state, np)))
   if count > max_evaluated:
     raise ValueError(f'{count} evaluated objects (SDC + tracks_to_predict) '
                      f'but max_evaluated={max_evaluated}; raise it')
