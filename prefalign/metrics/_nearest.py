@@ -26,16 +26,64 @@ import jax.numpy as jnp
 _INF = jnp.inf
 
 
+def map_live(fn, xs, num_live: jax.Array, batch_size: int = 32):
+  """``fn`` over the first ``num_live`` entries of ``xs``, chunk by chunk.
+
+  For short compacted lists (``jnp.nonzero(..., size=budget)``) whose live
+  entries come first: chunks wholly past ``num_live`` are skipped by
+  ``lax.cond`` (so a budget costs nothing until it is used) and give zeros.
+  Outside ``vmap`` only; under it both branches run.
+
+  Args:
+    fn: maps one entry (a pytree of leaves without the leading axis) to an
+      array.
+    xs: pytree of arrays with a leading axis of length ``budget``.
+    num_live: int scalar, entries ``[0, num_live)`` are computed.
+    batch_size: chunk length (static).
+
+  Returns:
+    ``fn`` stacked over the budget, zeros past the live chunks.
+  """
+  budget = jax.tree.leaves(xs)[0].shape[0]
+  size = min(batch_size, budget)
+  chunks = -(-budget // size)
+  pad = chunks * size - budget
+  padded = jax.tree.map(
+      lambda a: jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)
+                        ).reshape((chunks, size) + a.shape[1:]), xs)
+  batched = jax.vmap(fn)
+  out_shape = jax.eval_shape(batched, jax.tree.map(lambda a: a[0], padded))
+
+  def chunk(args):
+    i, c = args
+    return jax.lax.cond(
+        i * size < num_live, batched,
+        lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                               out_shape), c)
+
+  out = jax.lax.map(chunk, (jnp.arange(chunks), padded))
+  return jax.tree.map(
+      lambda a: a.reshape((chunks * size,) + a.shape[2:])[:budget], out)
+
+
 def _box_gap(lo_a, hi_a, lo_b, hi_b):
   """Euclidean distance between axis-aligned boxes (broadcasting)."""
   gap = jnp.maximum(0.0, jnp.maximum(lo_a - hi_b, lo_b - hi_a))
   return jnp.sqrt(jnp.sum(gap * gap, -1))
 
 
-def _top_k_lower(lb, k):
-  """Indices (into the last axis) of the k smallest bounds, and the next one."""
-  neg, pos = jax.lax.top_k(-lb, k + 1)
-  return pos[..., :k], -neg[..., k]
+def top_k_lower(lb: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """Indices (into the last axis) of the k smallest bounds, and the next one.
+
+  Returns ``(indices (..., k), least bound left out (...))``.
+  """
+  # The next bound is the least one left out, not top_k(k + 1)'s last
+  # value: using that makes the CPU backend lower top_k to a full sort.
+  _, pos = jax.lax.top_k(-lb, k)
+  rows = lb.reshape(-1, lb.shape[-1])
+  left = rows.at[jnp.arange(rows.shape[0])[:, None],
+                 pos.reshape(-1, k)].set(_INF)
+  return pos, left.min(-1).reshape(lb.shape[:-1])
 
 
 def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
@@ -87,7 +135,7 @@ def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
   lb1 = jnp.where(seg_ok, lb1, _INF)  # (O, W, S)
   k1 = min(k_window, s)
   if k1 < s:
-    pool, thr1 = _top_k_lower(lb1, k1)  # (O, W, k1)
+    pool, thr1 = top_k_lower(lb1, k1)  # (O, W, k1)
   else:
     pool = jnp.broadcast_to(jnp.arange(s), (o, nw, s))
     thr1 = jnp.full((o, nw), _INF)
@@ -100,7 +148,7 @@ def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
   lb2 = jnp.where(p_ok[:, :, None], lb2, _INF)
   k2 = min(k_group, k1)
   if k2 < k1:
-    pos, thr2 = _top_k_lower(lb2, k2)
+    pos, thr2 = top_k_lower(lb2, k2)
   else:
     pos = jnp.broadcast_to(jnp.arange(k1), lb2.shape)
     thr2 = jnp.full(lb2.shape[:-1], _INF)

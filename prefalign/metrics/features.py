@@ -113,6 +113,7 @@ def distance_to_nearest_object(
     traj: datatypes.Trajectory, eval_index: jax.Array,
     corner_rounding_factor: float = geometry.CORNER_ROUNDING_FACTOR, *,
     num_candidates: int = 4,
+    redo_budget: int = 512,
     eval_mask: Optional[jax.Array] = None,
 ) -> jax.Array:
   """Signed distance from each evaluated object to its nearest valid object.
@@ -128,6 +129,9 @@ def distance_to_nearest_object(
     eval_index: int (E,) rows of the evaluated objects.
     corner_rounding_factor: box corner rounding (WOSAC: 0.7).
     num_candidates: static list length (0: always compare every pair).
+    redo_budget: uncertified (object, step) pairs redone against every box
+      before the whole call falls back to comparing every pair (static; on
+      real scenarios with 4 candidates at most about 15 are).
     eval_mask: bool (E,), False for padding slots of ``eval_index`` (they
       are returned as invalid and cost no search).
 
@@ -158,9 +162,8 @@ def distance_to_nearest_object(
   ok = traj.valid[..., None, :, :] & ~is_self[:, :, None]
   lb = jnp.where(ok, lb, jnp.inf)
   lb = jnp.moveaxis(lb, -2, -1)  # (..., E, T, N)
-  neg, idx = jax.lax.top_k(-lb, k + 1)
-  cand, threshold = idx[..., :k], -neg[..., k]
-  cand_ok = jnp.isfinite(-neg[..., :k])
+  cand, threshold = _nearest.top_k_lower(lb, k)
+  cand_ok = jnp.isfinite(jnp.take_along_axis(lb, cand, -1))
   other = jnp.take_along_axis(
       jnp.moveaxis(boxes, -3, -2)[..., None, :, :, :],  # (..., 1, T, N, 5)
       cand[..., None], axis=-2)  # (..., E, T, k, 5)
@@ -170,7 +173,7 @@ def distance_to_nearest_object(
   # Uncertified (evaluated object, step) pairs are redone against every box,
   # up to a budget; beyond it the whole call is.
   unsure = (ev_valid & (best >= threshold)).reshape(-1)
-  budget = min(2048, unsure.shape[0])
+  budget = min(redo_budget, unsure.shape[0])
   (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
   t_len = boxes.shape[-2]
   e_len = eval_index.shape[0]
@@ -187,7 +190,8 @@ def distance_to_nearest_object(
     return jnp.where(ok, dd, _BIG).min()
 
   def fast(_):
-    again = jax.lax.map(lambda a: one(*a), (bi, ei, ti), batch_size=128)
+    again = _nearest.map_live(lambda a: one(*a), (bi, ei, ti),
+                              jnp.sum(unsure))
     keep = jnp.arange(budget) < jnp.sum(unsure)
     flat = best.reshape(-1)
     flat = flat.at[redo].set(jnp.where(keep, again, flat[redo]))
@@ -257,7 +261,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
                           wrap_all_closed: bool = False,
                           prune: bool = True,
-                          redo_budget: int = 256,
+                          redo_budget: int = 1024,
                           eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
@@ -343,9 +347,9 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       signed = jax.vmap(
           lambda q, i: geometry._signed_at(  # pylint: disable=protected-access
               q, i, table))(q_flat, nearest.reshape(-1))
-      again = jax.lax.map(
+      again = _nearest.map_live(
           lambda q: geometry._distance_one_point(  # pylint: disable=protected-access
-              q, table, z_stretch), q_flat[redo], batch_size=128)
+              q, table, z_stretch), q_flat[redo], jnp.sum(unsure))
       keep = jnp.arange(budget) < jnp.sum(unsure)
       signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
       return jnp.transpose(signed.reshape(e, t, 4, b), (3, 0, 1, 2))
@@ -448,15 +452,21 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
                              eval_index: jax.Array,
                              roadgraph: datatypes.RoadgraphPoints,
                              lights: datatypes.TrafficLights,
-                             budget: int = 512,
-                             max_signal_segments: int = 4096) -> jax.Array:
+                             budget: int = 1024,
+                             max_signal_segments: int = 4096,
+                             max_signal_runs: Optional[int] = None
+                             ) -> jax.Array:
   """``traffic_light_violation`` when some signal shows red.
 
   A violation needs a crossing of a red signal's stop line, which is rare,
   so the (expensive) nearest-lane search runs only for positions that cross
   one: up to ``budget`` of them exactly, all of them by brute force beyond.
+  The stop point's own lane segment is searched once per run of steps over
+  which its signal stays put (up to ``max_signal_runs`` runs, default
+  2 L + 32; beyond, once per signal and step), among the segments of
+  signalled lanes (up to ``max_signal_segments``; beyond, among all).
   """
-  roadgraph = jax.tree.map(jnp.asarray, roadgraph)
+  roadgraph, lights = jax.tree.map(jnp.asarray, (roadgraph, lights))
   start, end, seg_valid, seg_lane = _lane_segments(roadgraph)
   ex = jnp.take(traj.x, eval_index, axis=-2)
   ey = jnp.take(traj.y, eval_index, axis=-2)
@@ -464,28 +474,50 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
   xy = jnp.stack([ex, ey], -1)  # (B, E, T, 2)
 
   # The stop point's segment on the signal's lane, per signal and step,
-  # searched among the segments of signalled lanes only (few).
+  # searched among the segments of signalled lanes only (few), and only once
+  # per run of steps over which a signal neither moves nor changes lane.
   stop = jnp.stack([lights.x, lights.y], -1)  # (L, T, 2)
   signalled = seg_valid & jnp.isin(seg_lane, jnp.where(
       lights.valid, lights.lane_ids, -2).reshape(-1))
   size = min(max_signal_segments, seg_lane.shape[0])
+  num_l, num_t = lights.x.shape
+  key = (lights.x, lights.y, lights.lane_ids, lights.valid)
+  changed = jnp.any(jnp.stack([k[:, 1:] != k[:, :-1] for k in key]), 0)
+  new_run = jnp.concatenate([jnp.ones((num_l, 1), bool), changed],
+                            1).reshape(-1)
+  run_of = jnp.cumsum(new_run) - 1  # (L * T,) run of each entry
+  num_runs = min(num_l * num_t, max_signal_runs or 2 * num_l + 32)
+  (run_start,) = jnp.nonzero(new_run, size=num_runs, fill_value=0)
+  flat_stop = stop.reshape(-1, 2)
+  flat_lane = lights.lane_ids.reshape(-1)
 
-  def stop_segments(sig, sig_ok):
-    on_lane = sig_ok & (seg_lane[sig][None, None, :] ==
-                        lights.lane_ids[..., None])  # (L, T, K)
-    found = jax.vmap(jax.vmap(_nearest_segment, (0, None, None, 0)),
-                     (0, None, None, 0))(stop, start[sig], end[sig], on_lane)
+  def stop_segments(entries, sig, sig_ok):
+    on_lane = sig_ok & (seg_lane[sig][None, :] ==
+                        flat_lane[entries][:, None])  # (Q, K)
+    found = jax.vmap(_nearest_segment, (0, None, None, 0))(
+        flat_stop[entries], start[sig], end[sig], on_lane)
     return sig[found], jnp.any(on_lane, -1)
+
+  def per_run(sig, sig_ok):
+    if num_runs == num_l * num_t:
+      return stop_segments(jnp.arange(num_runs), sig, sig_ok)
+    return jax.lax.cond(
+        jnp.sum(new_run) <= num_runs,
+        lambda _: jax.tree.map(lambda a: a[run_of],
+                               stop_segments(run_start, sig, sig_ok)),
+        lambda _: stop_segments(jnp.arange(num_l * num_t), sig, sig_ok),
+        None)
 
   def compact(_):
     (sig,) = jnp.nonzero(signalled, size=size, fill_value=0)
-    return stop_segments(sig, jnp.arange(size) < jnp.sum(signalled))
+    return per_run(sig, jnp.arange(size) < jnp.sum(signalled))
 
   def whole(_):
-    return stop_segments(jnp.arange(seg_lane.shape[0]), seg_valid)
+    return per_run(jnp.arange(seg_lane.shape[0]), seg_valid)
 
-  stop_seg, lane_exists = jax.lax.cond(jnp.sum(signalled) <= size, compact,
-                                       whole, None)
+  stop_seg, lane_exists = jax.tree.map(
+      lambda a: a.reshape(num_l, num_t),
+      jax.lax.cond(jnp.sum(signalled) <= size, compact, whole, None))
   a, b = start[stop_seg], end[stop_seg]  # (L, T, 2)
   ab = b - a
   len2 = jnp.sum(ab * ab, -1)
@@ -509,7 +541,8 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
   (idx,) = jnp.nonzero(flat_need, size=size, fill_value=0)
 
   def few(_):
-    found = jax.lax.map(nearest_of, xy.reshape(-1, 2)[idx], batch_size=64)
+    found = _nearest.map_live(nearest_of, xy.reshape(-1, 2)[idx],
+                              jnp.sum(flat_need), batch_size=16)
     return jnp.zeros(flat_need.shape, found.dtype).at[idx].set(found)
 
   def every(_):

@@ -1,0 +1,150 @@
+"""The pruned feature searches equal brute force on every path they take."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prefalign import datatypes
+from prefalign.data import synthetic
+from prefalign.data import womd
+from prefalign.metrics import _nearest
+from prefalign.metrics import features as F
+
+SMALL = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=800,
+                          max_traffic_lights=2)
+
+
+def _scattered(num_rollouts=3, num_objects=24, num_steps=12, spread=30.0,
+               seed=0):
+  """Random boxes drifting over a square: many near ties, many far ones."""
+  rng = np.random.default_rng(seed)
+  shape = (num_rollouts, num_objects, num_steps)
+  start = rng.uniform(-spread, spread, shape[:2] + (1, 2))
+  drift = rng.normal(0, 0.8, shape[:2] + (1, 2)) * np.arange(num_steps)[:,
+                                                                        None]
+  xy = (start + drift).astype(np.float32)
+  ones = np.ones(shape, np.float32)
+  valid = rng.random(shape) > 0.15
+  return datatypes.Trajectory(
+      x=xy[..., 0], y=xy[..., 1], z=0 * ones,
+      yaw=rng.uniform(-np.pi, np.pi, shape).astype(np.float32),
+      vel_x=0 * ones, vel_y=0 * ones,
+      length=rng.uniform(0.5, 5.0, shape).astype(np.float32) * ones,
+      width=rng.uniform(0.5, 2.5, shape).astype(np.float32) * ones,
+      height=1.5 * ones, valid=valid,
+      timestamp_micros=np.zeros(shape, np.int32))
+
+
+@pytest.mark.parametrize('num_candidates,redo_budget', [
+    (1, 512),  # many uncertified pairs, all redone
+    (1, 2),  # more than the budget: the whole call is brute force
+    (4, 512),  # the usual path
+])
+def test_nearest_object_equals_brute_force(num_candidates, redo_budget):
+  traj = _scattered()
+  eval_index = jnp.array([0, 3, 5, 7])
+  eval_mask = jnp.array([True, True, True, False])
+  brute = F.distance_to_nearest_object(traj, eval_index, num_candidates=0,
+                                       eval_mask=eval_mask)
+  fast = jax.jit(lambda t: F.distance_to_nearest_object(
+      t, eval_index, num_candidates=num_candidates, redo_budget=redo_budget,
+      eval_mask=eval_mask))(traj)
+  # Same pairs, same arithmetic; only XLA's fusion differs (float32 ulps).
+  np.testing.assert_allclose(np.asarray(fast), np.asarray(brute), atol=1e-5)
+  assert np.all(np.asarray(fast)[:, 3] == 1e10)  # padding slot
+
+
+def _grid_roadgraph(seed=0, num_polylines=12, points=30):
+  """Random wiggly road-edge polylines at two levels (z = 0 and 6 m)."""
+  rng = np.random.default_rng(seed)
+  xs, ys, zs, ids = [], [], [], []
+  for i in range(num_polylines):
+    start = rng.uniform(-40, 40, 2)
+    heading = rng.uniform(-np.pi, np.pi)
+    steps = np.cumsum(rng.normal(0, 0.3, points)) + heading
+    xy = start + np.cumsum(np.stack([np.cos(steps), np.sin(steps)], -1) * 2.0,
+                           0)
+    xs.append(xy[:, 0]); ys.append(xy[:, 1])
+    zs.append(np.full(points, 6.0 * (i % 2))); ids.append(np.full(points, i))
+  n = num_polylines * points
+  cat = lambda a: np.concatenate(a).astype(np.float32)
+  xyz = np.stack([cat(xs), cat(ys), cat(zs)], -1)
+  d = np.zeros_like(xyz)
+  d[:-1] = xyz[1:] - xyz[:-1]
+  return datatypes.RoadgraphPoints(
+      x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], dir_x=d[:, 0], dir_y=d[:, 1],
+      dir_z=d[:, 2],
+      types=np.full(n, int(datatypes.MapElementIds.ROAD_EDGE_BOUNDARY),
+                    np.int32),
+      ids=np.concatenate(ids).astype(np.int32), valid=np.ones(n, bool))
+
+
+@pytest.mark.parametrize('redo_budget', [1024, 1])
+def test_road_edge_distance_equals_brute_force(redo_budget):
+  traj = _scattered(num_rollouts=4, num_objects=10, num_steps=16)
+  roadgraph = _grid_roadgraph()
+  eval_index = jnp.array([0, 1, 2, 9])
+  brute = F.distance_to_road_edge(traj, eval_index, roadgraph, prune=False)
+  fast = jax.jit(lambda t, r: F.distance_to_road_edge(
+      t, eval_index, r, redo_budget=redo_budget))(traj, roadgraph)
+  np.testing.assert_allclose(np.asarray(fast), np.asarray(brute), atol=1e-5)
+  assert np.isfinite(np.asarray(fast)).all()
+
+
+def _crossing_red_light():
+  """Eastbound vehicles crossing the synthetic signal's stop line on red."""
+  scenario = synthetic.straight_road_scenario(num_vehicles=4,
+                                              with_traffic_light=True)
+  state = womd.state_from_scenario(scenario, SMALL).state
+  log = jax.tree.map(np.asarray, state.log_trajectory)
+  t = np.arange(81, dtype=np.float32)
+  rng = np.random.default_rng(0)
+  # Two rollouts; x from 100 m to 200 m passes the stop point (x = 160) at
+  # step ~48 of 81, after the light turns red (log step 50 = index 40).
+  x = 100.0 + 1.25 * t + rng.normal(0, 1.0, (2, log.x.shape[0], 1))
+  traj = jax.tree.map(lambda a: np.broadcast_to(a[:, 10:], (2,) +
+                                                a[:, 10:].shape).copy(), log)
+  traj = traj.replace(x=x.astype(np.float32),
+                      valid=np.ones_like(traj.valid))
+  lights = jax.tree.map(lambda a: np.asarray(a)[..., 10:],
+                        state.log_traffic_light)
+  return traj, state.roadgraph_points, lights
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(budget=1),  # more crossings than the budget: every position
+    dict(max_signal_runs=1),  # stop-segment search per signal and step
+    dict(max_signal_segments=1),  # stop-segment search among every segment
+])
+def test_traffic_light_violation_paths_agree(kwargs):
+  traj, roadgraph, lights = _crossing_red_light()
+  eval_index = jnp.arange(4)
+  usual = jax.jit(lambda t: F._traffic_light_violation(  # pylint: disable=protected-access
+      t, eval_index, roadgraph, lights))(traj)
+  other = jax.jit(lambda t: F._traffic_light_violation(  # pylint: disable=protected-access
+      t, eval_index, roadgraph, lights, **kwargs))(traj)
+  usual = np.asarray(usual)
+  # Eastbound objects (rows 0 and 2, y = -2) run the red light once each.
+  assert usual[:, [0, 2]].sum(-1).min() == 1
+  assert not usual[:, [1, 3]].any()  # westbound lane: no signal
+  np.testing.assert_array_equal(np.asarray(other), usual)
+
+
+def test_map_live_computes_only_the_live_prefix():
+  xs = jnp.arange(10.0)
+  out = jax.jit(lambda n: _nearest.map_live(lambda v: v * 2 + 1, xs, n,
+                                            batch_size=4))(jnp.int32(5))
+  # Chunks [0, 4) and [4, 8) hold live entries; [8, 10) is skipped.
+  np.testing.assert_array_equal(np.asarray(out),
+                                [1, 3, 5, 7, 9, 11, 13, 15, 0, 0])
+
+
+def test_top_k_lower_is_a_certificate():
+  rng = np.random.default_rng(1)
+  lb = jnp.asarray(rng.random((6, 50)), jnp.float32)
+  idx, nxt = _nearest.top_k_lower(lb, 5)
+  srt = np.sort(np.asarray(lb), -1)
+  np.testing.assert_allclose(np.sort(np.take_along_axis(
+      np.asarray(lb), np.asarray(idx), -1), -1), srt[:, :5])
+  np.testing.assert_allclose(np.asarray(nxt), srt[:, 5])
