@@ -23,6 +23,7 @@ import tqdm
 
 from prefalign import datatypes
 from prefalign.data import pipeline
+from prefalign.data import sumo
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -30,7 +31,7 @@ from prefalign.sim import dynamics
 from prefalign.sim import env
 from prefalign.sim import replay
 
-_SOURCES = ('synthetic',)
+_SOURCES = ('sumo', 'synthetic')
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
@@ -42,6 +43,10 @@ def _check(config: ml_collections.ConfigDict) -> None:
   if not config.data.womd_glob and config.data.source not in _SOURCES:
     raise ValueError(f'config.data.source={config.data.source!r} is not one '
                      f'of {_SOURCES} (or set config.data.womd_glob)')
+  if (not config.data.womd_glob and config.data.source == 'sumo' and
+      config.data.sumo_network not in sumo.NETWORKS):
+    raise ValueError(f'config.data.sumo_network={config.data.sumo_network!r}'
+                     f' is not one of {sorted(sumo.NETWORKS)}')
   if config.data.num_scenarios < 1:
     raise ValueError('config.data.num_scenarios must be >= 1, got '
                      f'{config.data.num_scenarios}')
@@ -66,7 +71,16 @@ def _write_json(path: pathlib.Path, obj) -> None:
 def data_files(config, workdir: pathlib.Path) -> list[str]:
   if config.data.womd_glob:
     return womd.expand_paths(config.data.womd_glob.split(','))
+  if config.data.source == 'sumo':
+    return [str(workdir / 'data' / 'sumo' /
+                f'{config.data.sumo_network}.tfrecord-*')]
   return [str(workdir / 'data' / 'synthetic.tfrecord')]
+
+
+def _sumo_config(config) -> sumo.SumoConfig:
+  return sumo.SumoConfig(network=config.data.sumo_network,
+                         num_scenarios=config.data.num_scenarios,
+                         seed=config.seed, radius=config.data.sumo_radius)
 
 
 def stage_data(config, workdir: pathlib.Path) -> str:
@@ -74,6 +88,24 @@ def stage_data(config, workdir: pathlib.Path) -> str:
   files = data_files(config, workdir)
   if config.data.womd_glob:
     return f'{len(files)} WOMD file(s) matched {config.data.womd_glob!r}'
+  if config.data.source == 'sumo':
+    out = workdir / 'data' / 'sumo'
+    before = (out / 'manifest.json').read_text() if (
+        out / 'manifest.json').exists() else None
+    bar = tqdm.tqdm(total=config.data.num_scenarios, desc='data (SUMO)')
+    try:
+      manifest = sumo.generate(
+          _sumo_config(config), out,
+          progress=lambda done, _: bar.update(done - bar.n))
+    finally:
+      bar.close()
+    c = manifest['counts']
+    done = (f'{manifest["num_scenarios"]} scenarios of SUMO traffic on '
+            f'{manifest["network"]} in {out} ({c["vehicle"]} vehicles, '
+            f'{c["pedestrian"]} pedestrians, {c["cyclist"]} cyclists)')
+    if before is not None and before == (out / 'manifest.json').read_text():
+      return f'{done} exist (skipped)'
+    return f'wrote {done}'
   path = pathlib.Path(files[0])
   if path.exists():
     return f'{path} exists (skipped)'

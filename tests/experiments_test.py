@@ -12,17 +12,18 @@ def test_demo_stages_run_and_resume(tmp_path, capsys):
   config = demo.get_config('runlocal')
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
-  assert '[data] wrote 4 scenarios' in out
+  assert '[data] wrote 4 scenarios of SUMO traffic on cross' in out
   assert (tmp_path / 'inspect' / 'scenario.png').stat().st_size > 10_000
   info = [json.loads(l) for l in
           (tmp_path / 'inspect' / 'info.jsonl').read_text().splitlines()]
   assert len(info) == 4
   summary = json.loads((tmp_path / 'replay' / 'summary.json').read_text())
   assert summary['scenarios'] == 4
-  # The expert tracks the log; synthetic logs are consistent, so the
-  # open-loop replay of log actions does too.
+  # The expert tracks the log exactly. Open-loop replay of the log's
+  # actions drifts: SUMO's heading is the lane's at the front bumper, so on
+  # curves the box centre does not move along it (real WOMD: ~0.4 m).
   assert summary['expert']['vehicle']['ade_mean_m'] < 1e-3
-  assert summary['replay']['vehicle']['ade_mean_m'] < 1e-3
+  assert 0.0 < summary['replay']['vehicle']['ade_mean_m'] < 3.0
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert out.count('(skipped)') == 3

@@ -28,10 +28,13 @@ def get_config(arg=None):
   config.stages = ('data', 'inspect', 'replay')  # which stages, in order
 
   config.data = ml_collections.ConfigDict()
-  # Embedded default: procedurally generated scenarios (SUMO traffic on real
-  # road networks replaces them as the default once it lands).
-  config.data.source = 'synthetic'
-  config.data.num_scenarios = 16  # scenarios to generate
+  # Embedded default: SUMO traffic on a real road network, written as WOMD
+  # scenarios ('sumo'); 'synthetic' is a procedural straight road.
+  config.data.source = 'sumo'
+  config.data.num_scenarios = 64  # scenarios to generate
+  # prefalign-data sumo --list names the networks.
+  config.data.sumo_network = 'research_intersection'
+  config.data.sumo_radius = 60.0  # objects within this of the ego (m)
   # Real WOMD TFRecords (globs or name@N shard patterns; comma-separated)
   # instead of generated data; empty means the embedded default.
   config.data.womd_glob = ''
@@ -48,5 +51,6 @@ def get_config(arg=None):
 
   if arg == 'runlocal':
     config.data.num_scenarios = 4
+    config.data.sumo_network = 'cross'
     config.replay.animate = False
   return config

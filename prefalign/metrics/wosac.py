@@ -36,6 +36,7 @@ __all__ = [
     'CHALLENGE_2024',
     'CHALLENGE_2025',
     'get_config',
+    'log_rollouts',
     'LIKELIHOOD_NAMES',
     'BUCKETS',
     'scenario_features',
@@ -296,6 +297,22 @@ def _full_trajectories(state: datatypes.SimulatorState,
       n: sim_field(n) for n in datatypes.Trajectory.__dataclass_fields__})
   both = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], 0), log, sim)
   return both.replace(valid=both.valid & agents[None, :, None])
+
+
+def log_rollouts(state: datatypes.SimulatorState,
+                 num_rollouts: int = 32) -> datatypes.Trajectory:
+  """(R, N, 80) rollouts that replay the log's future exactly.
+
+  The "log replay" reference of a dataset. The metric takes rollouts as
+  valid everywhere, so objects absent from the log at a step are parked far
+  away (100 m apart) where they touch nothing.
+  """
+  fut = jax.tree.map(lambda a: a[..., NOW + 1:], state.log_trajectory)
+  park = 1e5 + 100.0 * jnp.arange(fut.x.shape[0], dtype=jnp.float32)[:, None]
+  fut = fut.replace(x=jnp.where(fut.valid, fut.x, park),
+                    y=jnp.where(fut.valid, fut.y, park))
+  return jax.tree.map(
+      lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
 
 
 def scenario_features(state: datatypes.SimulatorState,
