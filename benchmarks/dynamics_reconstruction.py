@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _shared  # this folder
 from prefalign import datatypes
 from prefalign.data import womd
 from prefalign.sim import dynamics
@@ -66,9 +67,8 @@ def closed_loop(state, mode, bound):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data', default=str(
-      pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' /
-      'womd'))
+  parser.add_argument('--data', default=str(_shared.WOMD),
+                      help='the shared real WOMD folder')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   files = [f'{args.data}/official/*.tfrecord',

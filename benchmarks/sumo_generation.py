@@ -31,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _shared  # pylint: disable=wrong-import-position  (this folder)
+
 from prefalign.data import sumo  # pylint: disable=wrong-import-position
 from prefalign.data import womd  # pylint: disable=wrong-import-position
 from prefalign.metrics import wosac  # pylint: disable=wrong-import-position
@@ -78,9 +80,8 @@ def main():
   parser.add_argument('--num-scenarios', type=int, default=100)
   parser.add_argument('--metric-scenarios', type=int, default=40,
                       help='scenarios per network scored by WOSAC')
-  parser.add_argument('--data', default=str(
-      pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' /
-      'womd'))
+  parser.add_argument('--data', default=str(_shared.WOMD),
+                      help='the shared real WOMD folder')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   rows = []

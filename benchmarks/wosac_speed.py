@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import _shared  # pylint: disable=wrong-import-position  (this folder)
+
 from prefalign.cli import wosac as wosac_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from prefalign.data import submission  # pylint: disable=wrong-import-position
 from prefalign.data import womd  # pylint: disable=wrong-import-position
@@ -88,9 +90,8 @@ def official(scenario_path, rollout_path):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data', default=str(
-      pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' /
-      'womd'))
+  parser.add_argument('--data', default=str(_shared.WOMD),
+                      help='the shared real WOMD folder')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   data = pathlib.Path(args.data)

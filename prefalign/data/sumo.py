@@ -50,6 +50,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from prefalign import datatypes
 from prefalign.data import tfrecord
 from prefalign.data.protos import map_pb2
 from prefalign.data.protos import scenario_pb2
@@ -59,9 +60,9 @@ __all__ = [
     'network_map', 'simulate', 'sumo_home', 'cut_scenarios',
 ]
 
-DT = 0.1
-NUM_STEPS = 91
-CURRENT = 10
+DT = datatypes.TIME_INTERVAL
+NUM_STEPS = datatypes.NUM_TIMESTEPS
+CURRENT = datatypes.CURRENT_TIME_INDEX
 _STATE = map_pb2.TrafficSignalLaneState
 
 
@@ -154,6 +155,8 @@ _VTYPES = (
 )
 _TYPE_INFO = {t[0]: t for t in _VTYPES}
 _DRIVABLE = ('passenger', 'truck', 'bus', 'delivery', 'motorcycle')
+_OBJECT_TYPE = np.array([t[2] for t in _VTYPES])  # WOMD type per vType
+_MOTOR = np.array([t[1] in _DRIVABLE for t in _VTYPES])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,8 +288,8 @@ class NetworkMap:
     polyline: (P,) index of each point's polyline.
     kinds: per polyline, ``('lane', LaneType)``, ``('road_line', type)``,
       ``('road_edge', type)`` or ``('crosswalk', 0)``.
-    ids: per polyline, its map-feature id (lanes: 1 + lane index).
-    lane_ids: SUMO lane id -> feature id.
+    lane_ids: SUMO lane id -> map-feature id (polyline index + 1, as for
+      every feature).
     links: per signal link ``(tls id, link index, feature id of the
       controlled junction lane, stop point (3,))``.
     drivable_area_m2: area enclosed by the road edges.
@@ -294,7 +297,6 @@ class NetworkMap:
   points: np.ndarray
   polyline: np.ndarray
   kinds: list
-  ids: np.ndarray
   lane_ids: dict
   links: list
   drivable_area_m2: float
@@ -320,7 +322,7 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
   edges = sorted(net.getEdges(withInternal=True), key=lambda e: e.getID())
   for edge in edges:
     function = edge.getFunction() or 'normal'
-    if function in ('walkingarea',):
+    if function == 'walkingarea':
       continue
     for lane in edge.getLanes():
       shape = _xyz(lane.getShape3D() if hasattr(lane, 'getShape3D') else
@@ -341,16 +343,14 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
             edge.getSpeed() >= 25.0 and function == 'normal')
         lane_type = (map_pb2.LaneCenter.TYPE_FREEWAY if motorway else
                      map_pb2.LaneCenter.TYPE_SURFACE_STREET)
-        drivable.append(sg.LineString(shape[:, :2]).buffer(
-            lane.getWidth() / 2, cap_style='flat'))
       elif lane.allows('bicycle') and not lane.allows('pedestrian'):
         lane_type = map_pb2.LaneCenter.TYPE_BIKE_LANE
-        # Bike lanes are part of the roadway, inside the road edges.
-        drivable.append(sg.LineString(shape[:, :2]).buffer(
-            lane.getWidth() / 2, cap_style='flat'))
       else:
         continue  # sidewalks: outside the road edges, as in WOMD
-      lane_ids[lane.getID()] = len(polylines)
+      # Roadway (bike lanes included): inside the road edges.
+      drivable.append(sg.LineString(shape[:, :2]).buffer(
+          lane.getWidth() / 2, cap_style='flat'))
+      lane_ids[lane.getID()] = len(polylines) + 1
       polylines.append(shape)
       kinds.append(('lane', lane_type))
     # Lane markings between neighbouring drivable lanes of a road.
@@ -398,7 +398,6 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
     p = shape if kind[0] == 'crosswalk' else _resample(shape, point_spacing)
     pts.append(p)
     which.append(np.full(len(p), i))
-  ids = np.arange(1, len(polylines) + 1)
 
   links = []
   for tls in net.getTrafficLights():
@@ -415,12 +414,10 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
       if target not in lane_ids:
         continue
       stop = _xyz(in_lane.getShape())[-1]
-      links.append((tls.getID(), int(index), int(ids[lane_ids[target]]),
-                    stop))
+      links.append((tls.getID(), int(index), lane_ids[target], stop))
   return NetworkMap(
       points=np.concatenate(pts), polyline=np.concatenate(which),
-      kinds=kinds, ids=ids,
-      lane_ids={k: int(ids[v]) for k, v in lane_ids.items()}, links=links,
+      kinds=kinds, lane_ids=lane_ids, links=links,
       drivable_area_m2=float(area.area))
 
 
@@ -627,7 +624,7 @@ def _window(tracks: Tracks, first: int):
 def _choose_egos(tracks, k, rows, valid, rng, count, radius):
   """Up to ``count`` moving cars present over the window, ``radius`` apart."""
   full = valid.all(-1)
-  car = np.asarray([_VTYPES[t][1] in _DRIVABLE for t in tracks.type_id[k]])
+  car = _MOTOR[tracks.type_id[k]]
   xy = np.stack([tracks.x[rows], tracks.y[rows]], -1)
   travelled = np.linalg.norm(xy[:, -1] - xy[:, 0], axis=-1)
   cand = np.flatnonzero(full & car & (travelled > 5.0))
@@ -662,28 +659,6 @@ def _scenario(cfg: SumoConfig, tracks: Tracks, netmap: NetworkMap,
   keep = np.concatenate([[ego], keep[keep != ego]])
   if len(keep) < 2:
     return None
-  s = scenario_pb2.Scenario(scenario_id=scenario_id,
-                            current_time_index=CURRENT)
-  s.timestamps_seconds.extend((np.arange(NUM_STEPS) * DT).round(1).tolist())
-  for j, row in enumerate(keep):
-    info = _VTYPES[tracks.type_id[k[row]]]
-    _, _, otype, length, width, height, _, _ = info
-    r = rows[row]
-    ok = valid[row]
-    yaw = tracks.yaw[r]
-    sp = tracks.speed[r]
-    z = tracks.z[r] + height / 2
-    track = s.tracks.add(id=j + 1, object_type=otype)
-    for t in range(NUM_STEPS):
-      if ok[t]:
-        track.states.add(
-            center_x=x[row, t], center_y=y[row, t], center_z=z[t],
-            length=length, width=width, height=height, heading=yaw[t],
-            velocity_x=sp[t] * np.cos(yaw[t]),
-            velocity_y=sp[t] * np.sin(yaw[t]), valid=True)
-      else:
-        track.states.add(valid=False)
-  s.sdc_track_index = 0
   # tracks_to_predict: present over the window, moving or near the SDC.
   kv = valid[keep]
   kx, ky = x[keep], y[keep]
@@ -694,11 +669,33 @@ def _scenario(cfg: SumoConfig, tracks: Tracks, netmap: NetworkMap,
           (moved[j] > 2.0 or d_now[j] < 15.0) and d_now[j] < 40.0]
   cand.sort(key=lambda j: (moved[j] <= 2.0, d_now[j]))
   # Mostly vehicles, as in WOMD: at most two pedestrians or cyclists.
-  vru = [j for j in cand if _VTYPES[tracks.type_id[k[keep[j]]]][2] != 1][:2]
-  cand = [j for j in cand if j in vru or
-          _VTYPES[tracks.type_id[k[keep[j]]]][2] == 1]
+  otype = _OBJECT_TYPE[tracks.type_id[k[keep]]]
+  vru = [j for j in cand if otype[j] != 1][:2]
+  cand = [j for j in cand if j in vru or otype[j] == 1]
   if cfg.max_tracks_to_predict and not cand:
     return None  # WOMD scenarios always have something to predict
+  s = scenario_pb2.Scenario(scenario_id=scenario_id,
+                            current_time_index=CURRENT)
+  s.timestamps_seconds.extend((np.arange(NUM_STEPS) * DT).round(1).tolist())
+  for j, row in enumerate(keep):
+    _, _, obj_type, length, width, height, _, _ = _VTYPES[
+        tracks.type_id[k[row]]]
+    r = rows[row]
+    ok = valid[row]
+    yaw = tracks.yaw[r]
+    sp = tracks.speed[r]
+    z = tracks.z[r] + height / 2
+    track = s.tracks.add(id=j + 1, object_type=obj_type)
+    for t in range(NUM_STEPS):
+      if ok[t]:
+        track.states.add(
+            center_x=x[row, t], center_y=y[row, t], center_z=z[t],
+            length=length, width=width, height=height, heading=yaw[t],
+            velocity_x=sp[t] * np.cos(yaw[t]),
+            velocity_y=sp[t] * np.sin(yaw[t]), valid=True)
+      else:
+        track.states.add(valid=False)
+  s.sdc_track_index = 0
   for j in cand[:cfg.max_tracks_to_predict]:
     s.tracks_to_predict.add(track_index=j)
   close = np.where(kv & kv[:1], np.hypot(kx - kx[:1], ky - ky[:1]),
@@ -740,7 +737,7 @@ def _add_map(s, netmap: NetworkMap, box):
       continue
     rank = seen.get(i, 0)
     seen[i] = rank + 1
-    fid = int(netmap.ids[i]) + 1_000_000 * rank
+    fid = i + 1 + 1_000_000 * rank
     feature = s.map_features.add(id=fid)
     pts = [map_pb2.MapPoint(x=a, y=b, z=c) for a, b, c in p[piece]]
     if kind == 'lane':

@@ -173,6 +173,7 @@ def distance_to_nearest_object(
   # Uncertified (evaluated object, step) pairs are redone against every box,
   # up to a budget; beyond it the whole call is.
   unsure = (ev_valid & (best >= threshold)).reshape(-1)
+  num_unsure = jnp.sum(unsure)
   budget = min(redo_budget, unsure.shape[0])
   (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
   t_len = boxes.shape[-2]
@@ -190,14 +191,13 @@ def distance_to_nearest_object(
     return jnp.where(ok, dd, _BIG).min()
 
   def fast(_):
-    again = _nearest.map_live(lambda a: one(*a), (bi, ei, ti),
-                              jnp.sum(unsure))
-    keep = jnp.arange(budget) < jnp.sum(unsure)
+    again = _nearest.map_live(lambda a: one(*a), (bi, ei, ti), num_unsure)
+    keep = jnp.arange(budget) < num_unsure
     flat = best.reshape(-1)
     flat = flat.at[redo].set(jnp.where(keep, again, flat[redo]))
     return flat.reshape(best.shape)
 
-  return jax.lax.cond(jnp.sum(unsure) <= budget, fast, brute, None)
+  return jax.lax.cond(num_unsure <= budget, fast, brute, None)
 
 
 @jax.named_scope('features.time_to_collision')
@@ -339,6 +339,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     # rollouts, or far from every edge) are redone by brute force, up to a
     # budget; beyond it, every query is.
     unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+    num_unsure = jnp.sum(unsure)
     budget = min(redo_budget, unsure.shape[0])
     (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
     q_flat = pts_groups.reshape(-1, 3)
@@ -349,12 +350,12 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
               q, i, table))(q_flat, nearest.reshape(-1))
       again = _nearest.map_live(
           lambda q: geometry._distance_one_point(  # pylint: disable=protected-access
-              q, table, z_stretch), q_flat[redo], jnp.sum(unsure))
-      keep = jnp.arange(budget) < jnp.sum(unsure)
+              q, table, z_stretch), q_flat[redo], num_unsure)
+      keep = jnp.arange(budget) < num_unsure
       signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
       return jnp.transpose(signed.reshape(e, t, 4, b), (3, 0, 1, 2))
 
-    d = jax.lax.cond(jnp.sum(unsure) <= budget, fast, brute, None)
+    d = jax.lax.cond(num_unsure <= budget, fast, brute, None)
     d = jnp.where(jnp.any(table['valid']), d, -_BIG)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)
@@ -537,18 +538,19 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
 
   nearest_of = lambda q: _nearest_segment(q, start, end, seg_valid)
   flat_need = need.reshape(-1)
+  num_need = jnp.sum(flat_need)
   size = min(budget, flat_need.shape[0])
   (idx,) = jnp.nonzero(flat_need, size=size, fill_value=0)
 
   def few(_):
     found = _nearest.map_live(nearest_of, xy.reshape(-1, 2)[idx],
-                              jnp.sum(flat_need), batch_size=16)
+                              num_need, batch_size=16)
     return jnp.zeros(flat_need.shape, found.dtype).at[idx].set(found)
 
   def every(_):
     return jax.lax.map(nearest_of, xy.reshape(-1, 2), batch_size=512)
 
-  nearest = jax.lax.cond(jnp.sum(flat_need) <= size, few, every, None)
+  nearest = jax.lax.cond(num_need <= size, few, every, None)
   lane_now = seg_lane[nearest.reshape(need.shape)]  # (B, E, T)
   match = lane_now[..., None, :] == lights.lane_ids  # (B, E, L, T)
   return jnp.any(match & possible, axis=-2)
