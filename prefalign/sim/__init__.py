@@ -10,6 +10,7 @@ from prefalign.sim.dynamics import TrajectoryUpdate
 from prefalign.sim.dynamics import apply_trajectory_update
 from prefalign.sim.dynamics import compute_update
 from prefalign.sim.dynamics import inverse
+from prefalign.sim.dynamics import integrate
 from prefalign.sim.dynamics import inverse_all
 from prefalign.sim.env import ControlledObject
 from prefalign.sim.env import EnvConfig
@@ -39,6 +40,7 @@ __all__ = [
     'apply_trajectory_update',
     'compute_update',
     'inverse',
+    'integrate',
     'inverse_all',
     'ControlledObject',
     'EnvConfig',

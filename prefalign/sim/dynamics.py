@@ -41,6 +41,7 @@ __all__ = [
     'TrajectoryUpdate',
     'ACTION_DIM',
     'compute_update',
+    'integrate',
     'forward',
     'inverse',
     'inverse_all',
@@ -152,9 +153,16 @@ def _clip_action(data: jax.Array, config: DynamicsConfig) -> jax.Array:
   return jnp.clip(data, low, high)
 
 
-def _step(ax: jax.Array, ay: jax.Array, x, y, yaw, vx, vy,
-          config: DynamicsConfig):
-  """One integration step from body-frame (ax, ay) on matching arrays."""
+def integrate(ax: jax.Array, ay: jax.Array, x: jax.Array, y: jax.Array,
+              yaw: jax.Array, vx: jax.Array, vy: jax.Array,
+              config: DynamicsConfig = DynamicsConfig()):
+  """One step from body-frame accelerations (ax, ay); no clipping.
+
+  All arguments broadcast against each other (any shape).
+
+  Returns:
+    ``(x, y, yaw, vel_x, vel_y)`` at the next step.
+  """
   dt = config.dt
   awx, awy = _rotate(ax, ay, yaw)
   nvx = vx + awx * dt
@@ -189,8 +197,8 @@ def compute_update(
   data = jnp.where(action.valid, _clip_action(action.data, config), 0.0)
   ax, ay = data[..., 0:1], data[..., 1:2]
   t = trajectory_t
-  nx, ny, nyaw, nvx, nvy = _step(ax, ay, t.x, t.y, t.yaw, t.vel_x, t.vel_y,
-                                 config)
+  nx, ny, nyaw, nvx, nvy = integrate(ax, ay, t.x, t.y, t.yaw, t.vel_x,
+                                     t.vel_y, config)
   return TrajectoryUpdate(x=nx, y=ny, yaw=nyaw, vel_x=nvx, vel_y=nvy,
                           valid=t.valid & action.valid)
 
@@ -320,8 +328,9 @@ def inverse_all(
 
   def body(sim, log_next):
     data, valid = _pair_actions(sim, log_next, config)
-    nx, ny, nyaw, nvx, nvy = _step(data[..., 0], data[..., 1], sim.x, sim.y,
-                                   sim.yaw, sim.vel_x, sim.vel_y, config)
+    nx, ny, nyaw, nvx, nvy = integrate(data[..., 0], data[..., 1], sim.x,
+                                       sim.y, sim.yaw, sim.vel_x, sim.vel_y,
+                                       config)
     advanced = log_next.replace(x=nx, y=ny, yaw=nyaw, vel_x=nvx, vel_y=nvy)
     # Only objects that were simulated (valid at t and t + 1) keep their
     # simulated state; the rest restart from the log.
