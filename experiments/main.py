@@ -7,6 +7,7 @@ fields with ``--config.x=...``). All the work happens in
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -18,8 +19,18 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax logs every checkpoint step at INFO; keep the console to our
+    # progress bars and stage lines unless asked (--verbosity=0).
+    logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  if config.get('distributed', False):
+    import jax  # pylint: disable=g-import-not-at-top
+    # Multi-host: coordinator address, process count and id come from the
+    # cluster environment (SLURM, TPU pods, ...).
+    jax.distributed.initialize()
   from experiments import stages  # pylint: disable=g-import-not-at-top
-  stages.run(_CONFIG.value, _WORKDIR.value)
+  stages.run(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import numpy as np
 import tqdm
 
 from prefalign import datatypes
+from prefalign import model as model_lib
 from prefalign.data import pipeline
 from prefalign.data import sumo
 from prefalign.data import synthetic
@@ -53,6 +54,19 @@ def _check(config: ml_collections.ConfigDict) -> None:
   if config.replay.batch_size < 1:
     raise ValueError('config.replay.batch_size must be >= 1, got '
                      f'{config.replay.batch_size}')
+  if 'pretrain' in config.stages:
+    from prefalign.train import parallel  # pylint: disable=g-import-not-at-top
+    parallel.check_batch_size(config.pretrain.batch_size, parallel.make_mesh(),
+                              'config.pretrain.batch_size')
+    try:
+      model_config(config)
+    except ValueError as e:
+      raise ValueError(f'config.model: {e}') from None
+    if config.pretrain.eval_glob:
+      try:
+        womd.expand_paths(config.pretrain.eval_glob.split(','))
+      except FileNotFoundError as e:
+        raise ValueError(f'config.pretrain.eval_glob: {e}') from None
 
 
 def _reader_config(config) -> womd.ReaderConfig:
@@ -77,10 +91,40 @@ def data_files(config, workdir: pathlib.Path) -> list[str]:
   return [str(workdir / 'data' / 'synthetic.tfrecord')]
 
 
-def _sumo_config(config) -> sumo.SumoConfig:
-  return sumo.SumoConfig(network=config.data.sumo_network,
-                         num_scenarios=config.data.num_scenarios,
-                         seed=config.seed, radius=config.data.sumo_radius)
+def _sumo_config(config, heldout: bool = False) -> sumo.SumoConfig:
+  return sumo.SumoConfig(
+      network=config.data.sumo_network,
+      num_scenarios=(config.data.num_heldout_scenarios if heldout else
+                     config.data.num_scenarios),
+      # Another seed: other traffic demand, other ego choices.
+      seed=config.seed + (1_000_003 if heldout else 0),
+      radius=config.data.sumo_radius)
+
+
+def _num_heldout(config) -> int:
+  return config.data.get('num_heldout_scenarios', 0)
+
+
+def heldout_files(config, workdir: pathlib.Path) -> list[str]:
+  """The generated held-out SUMO files (none for WOMD or synthetic)."""
+  if config.data.womd_glob or config.data.source != 'sumo' or not _num_heldout(
+      config):
+    return []
+  return [str(workdir / 'data' / 'sumo_heldout' /
+              f'{config.data.sumo_network}.tfrecord-*')]
+
+
+def model_config(config) -> 'model_lib.ModelConfig':
+  """The frozen ModelConfig of ``config.model``."""
+  m = config.model
+  return model_lib.ModelConfig(
+      width=m.width, num_heads=m.num_heads, encoder_layers=m.encoder_layers,
+      decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio,
+      map_neighbours=m.map_neighbours, agent_neighbours=m.agent_neighbours,
+      scene=model_lib.SceneConfig(num_map_chunks=m.num_map_chunks),
+      tokenizer=model_lib.TokenizerConfig(
+          steps_per_token=m.steps_per_token, num_lon_bins=m.num_lon_bins,
+          num_lat_bins=m.num_lat_bins))
 
 
 def stage_data(config, workdir: pathlib.Path) -> str:
@@ -89,23 +133,31 @@ def stage_data(config, workdir: pathlib.Path) -> str:
   if config.data.womd_glob:
     return f'{len(files)} WOMD file(s) matched {config.data.womd_glob!r}'
   if config.data.source == 'sumo':
-    out = workdir / 'data' / 'sumo'
-    before = (out / 'manifest.json').read_text() if (
-        out / 'manifest.json').exists() else None
-    bar = tqdm.tqdm(total=config.data.num_scenarios, desc='data (SUMO)')
-    try:
-      manifest = sumo.generate(
-          _sumo_config(config), out,
-          progress=lambda done, _: bar.update(done - bar.n))
-    finally:
-      bar.close()
-    c = manifest['counts']
-    done = (f'{manifest["num_scenarios"]} scenarios of SUMO traffic on '
-            f'{manifest["network"]} in {out} ({c["vehicle"]} vehicles, '
-            f'{c["pedestrian"]} pedestrians, {c["cyclist"]} cyclists)')
-    if before is not None and before == (out / 'manifest.json').read_text():
-      return f'{done} exist (skipped)'
-    return f'wrote {done}'
+    messages, skipped = [], True
+    parts = [('sumo', False)] + ([('sumo_heldout', True)]
+                                 if _num_heldout(config) else [])
+    for folder, heldout in parts:
+      out = workdir / 'data' / folder
+      before = (out / 'manifest.json').read_text() if (
+          out / 'manifest.json').exists() else None
+      sumo_config = _sumo_config(config, heldout)
+      bar = tqdm.tqdm(total=sumo_config.num_scenarios,
+                      desc=f'data ({folder})')
+      try:
+        manifest = sumo.generate(
+            sumo_config, out,
+            progress=lambda done, _, bar=bar: bar.update(done - bar.n))
+      finally:
+        bar.close()
+      c = manifest['counts']
+      messages.append(
+          f'{manifest["num_scenarios"]} scenarios of SUMO traffic on '
+          f'{manifest["network"]} in {out} ({c["vehicle"]} vehicles, '
+          f'{c["pedestrian"]} pedestrians, {c["cyclist"]} cyclists)')
+      skipped &= (before is not None and
+                  before == (out / 'manifest.json').read_text())
+    done = '; '.join(messages)
+    return f'{done} exist (skipped)' if skipped else f'wrote {done}'
   path = pathlib.Path(files[0])
   if path.exists():
     return f'{path} exists (skipped)'
@@ -215,10 +267,50 @@ def stage_replay(config, workdir: pathlib.Path) -> str:
           f' {summary_path}')
 
 
+def stage_pretrain(config, workdir: pathlib.Path) -> str:
+  """Next-token pre-training (resumes from the workdir's checkpoints)."""
+  from prefalign import train  # pylint: disable=g-import-not-at-top
+  p = config.pretrain
+  eval_sets = []
+  if heldout_files(config, workdir):
+    eval_sets.append(('sumo_heldout', tuple(heldout_files(config, workdir))))
+  if p.eval_glob:
+    eval_sets.append(('womd', tuple(p.eval_glob.split(','))))
+  train_config = train.TrainConfig(
+      train_files=tuple(data_files(config, workdir)),
+      eval_sets=tuple(eval_sets), model=model_config(config),
+      optimizer=train.OptimizerConfig(
+          learning_rate=p.learning_rate, warmup_steps=p.warmup_steps,
+          total_steps=p.num_steps, weight_decay=p.weight_decay,
+          grad_clip=p.grad_clip),
+      reader=womd.ReaderConfig(
+          max_num_objects=p.max_num_objects,
+          max_roadgraph_points=config.data.max_roadgraph_points,
+          max_traffic_lights=config.data.max_traffic_lights),
+      batch_size=p.batch_size, num_steps=p.num_steps, seed=config.seed,
+      shuffle_buffer=p.shuffle_buffer, log_every=p.log_every,
+      eval_every=p.eval_every, eval_batches=p.eval_batches,
+      checkpoint_every=p.checkpoint_every,
+      keep_checkpoints=p.keep_checkpoints,
+      unigram_batches=p.unigram_batches, init_from=p.init_from)
+  out = workdir / 'pretrain'
+  result = train.train_and_evaluate(train_config, out)
+  summary = {'step': result['step'], 'num_params': result['num_params'],
+             'eval': result['eval'], 'train': result['train']}
+  _write_json(out / 'summary.json', summary)
+  evals = ', '.join(
+      f'{name}: loss {m["loss"]:.3f} (unigram {m["unigram_loss"]:.3f}), '
+      f'accuracy {m["accuracy"]:.3f}'
+      for name, m in result['eval'].items() if 'loss' in m)
+  return (f'{result["num_params"]:,} parameters, step {result["step"]}; '
+          f'{evals}; {out}')
+
+
 STAGES: dict[str, Callable] = {
     'data': stage_data,
     'inspect': stage_inspect,
     'replay': stage_replay,
+    'pretrain': stage_pretrain,
 }
 
 

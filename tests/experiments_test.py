@@ -1,6 +1,7 @@
 """The main job's stages: end to end on a tiny config, resumable, checked."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -39,4 +40,56 @@ def test_bad_config_values_stop_before_work(tmp_path):
   config.data.source = 'carla'
   with pytest.raises(ValueError, match='config.data.source'):
     stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()
+
+
+def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
+  from experiments.configs import pretrain  # pylint: disable=g-import-not-at-top
+  config = pretrain.get_config('runlocal')
+  config.data.num_scenarios = 16
+  config.data.num_heldout_scenarios = 8
+  config.pretrain.num_steps = 2
+  config.pretrain.eval_every = 2
+  config.pretrain.checkpoint_every = 2
+  config.pretrain.log_every = 1
+  stages.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'sumo_heldout: loss' in out
+  summary = json.loads((tmp_path / 'pretrain' / 'summary.json').read_text())
+  assert summary['step'] == 2
+  assert summary['eval']['sumo_heldout']['tokens'] > 0
+  # The same command again: data skipped, training already complete.
+  stages.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert '(skipped)' in out and 'step 2;' in out
+
+
+def test_pretrain_bad_values_stop_before_any_work(tmp_path):
+  from experiments.configs import pretrain  # pylint: disable=g-import-not-at-top
+  config = pretrain.get_config('runlocal')
+  config.pretrain.batch_size = 12
+  with pytest.raises(ValueError, match='config.pretrain.batch_size=12'):
+    stages.run(config, str(tmp_path))
+  config = pretrain.get_config('runlocal')
+  config.model.width = 31
+  with pytest.raises(ValueError, match='config.model: .*width=31'):
+    stages.run(config, str(tmp_path))
+  config = pretrain.get_config('runlocal')
+  config.pretrain.eval_glob = str(tmp_path / 'missing-*.tfrecord')
+  with pytest.raises(ValueError, match='config.pretrain.eval_glob: no file'):
+    stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()
+
+
+def test_unknown_config_key_is_refused_by_the_launcher(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.main',
+       '--config=experiments/configs/pretrain.py:runlocal',
+       f'--workdir={tmp_path}', '--config.pretrain.learning_rat=0.1'],
+      capture_output=True, text=True, timeout=120, check=False,
+      cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode != 0
+  assert 'learning_rat' in proc.stderr
   assert not (tmp_path / 'data').exists()

@@ -21,6 +21,24 @@ dynamics by the log: reconstruction errors and an animation).
 import ml_collections
 
 
+def model_config() -> ml_collections.ConfigDict:
+  """The motion-token model (``prefalign.model.ModelConfig``; ~1M params)."""
+  model = ml_collections.ConfigDict()
+  model.width = 128  # token width
+  model.num_heads = 4  # attention heads
+  model.encoder_layers = 1  # rounds of map / agent attention in the encoder
+  model.decoder_layers = 2  # decoder blocks
+  model.mlp_ratio = 2  # feed-forward hidden width / width
+  model.map_neighbours = 32  # map chunks and lights per query
+  model.agent_neighbours = 16  # agents per query
+  model.num_map_chunks = 256  # map chunks kept per scenario
+  # Tokens: (a_lon, a_lat) grid held for steps_per_token 10 Hz steps.
+  model.steps_per_token = 5
+  model.num_lon_bins = 13
+  model.num_lat_bins = 13
+  return model
+
+
 def get_config(arg=None):
   """Returns the demo config; ``arg='runlocal'`` shrinks it further."""
   config = ml_collections.ConfigDict()
