@@ -51,14 +51,14 @@ def _inputs(state, config):
 
 def _transform(state, angle, shift):
   """The state under a rigid rotation by ``angle`` and a translation."""
-  c, s = np.cos(angle), np.sin(angle)
+  c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
   rot = lambda x, y: (c * x - s * y, s * x + c * y)
 
   def move_traj(t):
     x, y = rot(t.x, t.y)
     vx, vy = rot(t.vel_x, t.vel_y)
-    moved = t.replace(x=x + shift[0], y=y + shift[1], vel_x=vx, vel_y=vy,
-                      yaw=t.yaw + angle)
+    moved = t.replace(x=x + np.float32(shift[0]), y=y + np.float32(shift[1]),
+                      vel_x=vx, vel_y=vy, yaw=t.yaw + np.float32(angle))
     return moved.fill_invalid()
 
   rg = state.roadgraph_points
