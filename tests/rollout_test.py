@@ -1,0 +1,152 @@
+"""Tests of the closed-loop rollout sampler."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prefalign import datatypes
+from prefalign import rollout
+from prefalign.data import synthetic
+from prefalign.data import womd
+from prefalign.model import features
+from prefalign.model import motion_lm
+from prefalign.model import tokenizer
+
+CONFIG = motion_lm.ModelConfig(width=32, num_heads=2, decoder_layers=2,
+                               map_neighbours=8, agent_neighbours=4,
+                               scene=features.SceneConfig(num_map_chunks=48))
+R = 4
+
+
+@pytest.fixture(scope='module')
+def setup():
+  states = []
+  for seed in (3, 4):
+    scenario = synthetic.straight_road_scenario(
+        f'r{seed}', seed=seed, num_vehicles=5, num_pedestrians=1,
+        num_cyclists=1, with_traffic_light=True)
+    states.append(womd.state_from_scenario(scenario, womd.ReaderConfig(
+        max_num_objects=10, max_roadgraph_points=1500,
+        max_traffic_lights=4)).state)
+  state = datatypes.stack(states)
+  scene = features.scene_from_state(state, CONFIG.scene)
+  toks = tokenizer.tokenize(state.log_trajectory,
+                            state.object_metadata.object_types,
+                            CONFIG.tokenizer)
+  params = motion_lm.init(jax.random.key(0), CONFIG, scene, toks)
+  return state, scene, params
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(temperature=1.0, top_k=0, top_p=1.0):
+  return jax.jit(functools.partial(
+      rollout.sample_rollouts, config=CONFIG, num_rollouts=R,
+      temperature=temperature, top_k=top_k, top_p=top_p))
+
+
+def test_shapes_validity_and_reproducibility(setup):
+  state, scene, params = setup
+  out = _sampler()(params, state, jax.random.key(1))
+  b, a = scene.agent_valid.shape
+  k = CONFIG.num_steps
+  assert out.tokens.shape == (b, R, a, k)
+  assert out.trajectory.x.shape == (b, R, a, 80)
+  out.trajectory.validate()
+  valid = np.asarray(scene.agent_valid)
+  np.testing.assert_array_equal(np.asarray(out.valid),
+                                np.broadcast_to(valid[:, None], (b, R, a)))
+  assert np.all(np.asarray(out.trajectory.valid)[..., 0] ==
+                np.asarray(out.valid))
+  again = _sampler()(params, state, jax.random.key(1))
+  np.testing.assert_array_equal(np.asarray(again.tokens),
+                                np.asarray(out.tokens))
+  np.testing.assert_array_equal(np.asarray(again.trajectory.x),
+                                np.asarray(out.trajectory.x))
+  # Rollouts of one scenario differ from each other, and other keys differ.
+  toks = np.asarray(out.tokens)
+  assert not np.array_equal(toks[:, 0], toks[:, 1])
+  other = _sampler()(params, state, jax.random.key(2))
+  assert not np.array_equal(np.asarray(other.tokens), toks)
+  # The first simulated state continues the logged current state.
+  now = datatypes.CURRENT_TIME_INDEX
+  log_x = np.asarray(state.log_trajectory.x)[..., now]
+  step = np.asarray(out.trajectory.x)[..., 0] - log_x[:, None]
+  assert np.all(np.abs(step[np.asarray(out.valid)]) < 3.0)
+
+
+def test_log_probs_equal_teacher_forced_pass(setup):
+  state, scene, params = setup
+  out = _sampler()(params, state, jax.random.key(5))
+  tf = jax.jit(functools.partial(motion_lm.log_probs, config=CONFIG))(
+      params, rollout.tile(scene, R), rollout.as_tokens(out))
+  sampled = np.asarray(out.log_probs).reshape(tf.shape)
+  np.testing.assert_allclose(np.asarray(tf), sampled, atol=1e-4)
+  assert np.all(sampled[np.asarray(rollout.as_tokens(out).valid)] < 0)
+
+
+def test_zero_temperature_is_the_argmax_rollout(setup):
+  state, _, params = setup
+  greedy = _sampler(temperature=0.0)(params, state, jax.random.key(0))
+  cold = _sampler(temperature=1e-6)(params, state, jax.random.key(9))
+  np.testing.assert_array_equal(np.asarray(cold.tokens),
+                                np.asarray(greedy.tokens))
+  toks = np.asarray(greedy.tokens)
+  np.testing.assert_array_equal(toks[:, 0], toks[:, 1])  # deterministic
+
+
+def test_closed_loop_reads_simulated_states_not_the_log(setup):
+  state, scene, params = setup
+  sample = _sampler()
+  base = sample(params, state, jax.random.key(0))
+  # The log's future is never read: scrambling it changes nothing.
+  now = datatypes.CURRENT_TIME_INDEX
+  log = jax.tree.map(jnp.asarray, state.log_trajectory)
+  scrambled = log.replace(
+      x=log.x.at[..., now + 1:].add(37.0), y=log.y.at[..., now + 1:].add(-5.0))
+  same = sample(params, state.replace(log_trajectory=scrambled),
+                jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(same.tokens),
+                                np.asarray(base.tokens))
+  # The simulated state is read: with the same random stream, a different
+  # current velocity of one agent changes that agent's later token
+  # distributions and hence some of its later tokens.
+  agent = int(np.argmax(np.asarray(scene.agent_valid)[0]))
+  faster = log.replace(vel_x=log.vel_x.at[0, agent, now].add(6.0))
+  moved = sample(params, state.replace(log_trajectory=faster),
+                 jax.random.key(0))
+  later = (0, slice(None), agent, slice(1, None))
+  assert not np.allclose(np.asarray(moved.log_probs)[later],
+                         np.asarray(base.log_probs)[later], atol=1e-3)
+  assert not np.array_equal(np.asarray(moved.tokens)[later],
+                            np.asarray(base.tokens)[later])
+
+
+def test_sampler_compiles_once_per_shape(setup):
+  state, _, params = setup
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def sample(params, state, rng):
+    return rollout.sample_rollouts(params, state, rng, config=CONFIG,
+                                   num_rollouts=2)
+
+  for seed in range(3):
+    jax.block_until_ready(sample(params, state, jax.random.key(seed)).tokens)
+
+
+def test_filter_logits():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  keep = lambda **kw: np.isfinite(np.asarray(
+      rollout.filter_logits(logits, **kw))) & (np.asarray(
+          rollout.filter_logits(logits, **kw)) > -1e30)
+  np.testing.assert_array_equal(keep(top_k=2), [[True, True, False, False]])
+  np.testing.assert_array_equal(keep(top_p=0.7), [[True, True, False, False]])
+  np.testing.assert_array_equal(keep(top_p=0.5), [[True, False, False, False]])
+  np.testing.assert_array_equal(keep(temperature=0.0),
+                                [[True, False, False, False]])
+  hot = jax.nn.softmax(rollout.filter_logits(logits, temperature=2.0))
+  assert float(hot[0, 0]) < 0.5
