@@ -1,0 +1,118 @@
+"""Speed of the closed-loop rollout sampler.
+
+Samples 32 rollouts x 128 agent rows x 80 steps (16 tokens) per scenario
+with the default ~1M-parameter model, one scenario per jitted call, and
+reports after compilation (compile time separately): seconds per scenario
+and agent-steps per second (32 x 128 x 80 per scenario). The weights do not
+change the work, so fresh ones are used unless ``--checkpoint`` is given.
+The FLOP floor is XLA's own count of the compiled sampler's floating-point
+operations divided by the device's peak (``--peak_gflops``; for this CPU
+the AVX2 FMA peak of its cores). Scenarios: the shared real WOMD ones when
+present (128 rows each), else SUMO.
+
+Run from the repository root::
+
+  python benchmarks/rollout_speed.py [--scenarios 3] [--rollouts 32]
+      [--peak_gflops 160] [--json out.json]
+"""
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+import _shared  # this folder
+from prefalign import datatypes
+from prefalign import rollout
+from prefalign.data import sumo
+from prefalign.data import womd
+from prefalign.model import features
+from prefalign.model import motion_lm
+from prefalign.model import tokenizer
+
+
+def _states(num: int):
+  reader = womd.ReaderConfig(max_num_objects=128)
+  files = sorted(str(p) for p in (_shared.WOMD / 'real').glob(
+      'real.tfrecord-*'))
+  if files:
+    source = 'shared real WOMD'
+  else:
+    tmp = tempfile.mkdtemp()
+    sumo.generate(sumo.SumoConfig(network='research_intersection',
+                                  num_scenarios=num, seed=0, radius=120.0),
+                  tmp)
+    files = sorted(str(p) for p in pathlib.Path(tmp).glob('*.tfrecord-*'))
+    source = 'SUMO research_intersection'
+  examples = []
+  for ex in womd.read_examples(files, reader):
+    examples.append(ex)
+    if len(examples) == num:
+      break
+  return [jax.tree.map(lambda a: a[None], e.state) for e in examples], source
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--scenarios', type=int, default=3)
+  parser.add_argument('--rollouts', type=int, default=32)
+  parser.add_argument('--peak_gflops', type=float, default=None,
+                      help='device peak (GFLOP/s) for the floor')
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args()
+  config = motion_lm.ModelConfig()
+  states, source = _states(args.scenarios)
+  one = states[0]
+  scene = features.scene_from_state(one, config.scene)
+  toks = tokenizer.tokenize(one.log_trajectory,
+                            one.object_metadata.object_types,
+                            config.tokenizer)
+  params = motion_lm.init(jax.random.key(0), config, scene, toks)
+  sample = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=config, num_rollouts=args.rollouts))
+  t0 = time.perf_counter()
+  compiled = sample.lower(params, one, jax.random.key(0)).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  times = []
+  for i, state in enumerate([one] + states):
+    t0 = time.perf_counter()
+    out = compiled(params, state, jax.random.key(i))
+    jax.block_until_ready(out.trajectory.x)
+    if i:  # the first call warms caches
+      times.append(time.perf_counter() - t0)
+  per = statistics.median(times)
+  rows = one.log_trajectory.x.shape[-2]
+  agent_steps = args.rollouts * rows * datatypes.NUM_SIM_STEPS
+  device = jax.devices()[0]
+  result = {
+      'device': device.device_kind, 'backend': jax.default_backend(),
+      'jax': jax.__version__, 'cpus': os.cpu_count(),
+      'machine': platform.machine(), 'source': source,
+      'rollouts': args.rollouts, 'agent_rows': rows,
+      'steps': datatypes.NUM_SIM_STEPS, 'compile_s': compile_s,
+      'seconds_per_scenario': per, 'all_seconds': times,
+      'agent_steps_per_second': agent_steps / per,
+      'flops_per_scenario': flops,
+  }
+  if args.peak_gflops:
+    floor = flops / (args.peak_gflops * 1e9)
+    result.update(peak_gflops=args.peak_gflops, floor_seconds=floor,
+                  gap=per / floor)
+  print(json.dumps(result, indent=1))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == '__main__':
+  main()
