@@ -306,11 +306,94 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
           f'{evals}; {out}')
 
 
+def _load_model(config, workdir: pathlib.Path, sample_state):
+  """The model config and the parameters of config.evaluate.checkpoint."""
+  from prefalign.model import features  # pylint: disable=g-import-not-at-top
+  from prefalign.model import motion_lm  # pylint: disable=g-import-not-at-top
+  from prefalign.model import tokenizer  # pylint: disable=g-import-not-at-top
+  from prefalign.train import checkpoint  # pylint: disable=g-import-not-at-top
+  mc = model_config(config)
+  batch = jax.tree.map(lambda a: np.asarray(a)[None], sample_state)
+  scene = features.scene_from_state(batch, mc.scene)
+  toks = tokenizer.tokenize(batch.log_trajectory,
+                            batch.object_metadata.object_types, mc.tokenizer)
+  like = jax.eval_shape(lambda: motion_lm.init(jax.random.key(0), mc, scene,
+                                               toks))
+  path = (config.evaluate.checkpoint or
+          str(workdir / 'pretrain' / 'checkpoints'))
+  return mc, checkpoint.load_params(path, like), path
+
+
+def _eval_sets(config, workdir: pathlib.Path) -> list[tuple[str, list[str]]]:
+  sets = []
+  if heldout_files(config, workdir):
+    sets.append(('sumo_heldout', heldout_files(config, workdir)))
+  if config.evaluate.eval_glob:
+    sets.append(('womd', config.evaluate.eval_glob.split(',')))
+  if not sets:
+    sets.append(('data', data_files(config, workdir)))
+  return sets
+
+
+def stage_evaluate(config, workdir: pathlib.Path) -> str:
+  """WOSAC realism of a checkpoint, log replay and constant velocity."""
+  from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+  from prefalign.data import submission  # pylint: disable=g-import-not-at-top
+  e = config.evaluate
+  out = workdir / 'evaluate'
+  report_path = out / 'report.json'
+  if report_path.exists():
+    return f'{report_path} exists (skipped)'
+  out.mkdir(parents=True, exist_ok=True)
+  reader = womd.ReaderConfig(
+      max_num_objects=e.max_num_objects,
+      max_roadgraph_points=config.data.max_roadgraph_points,
+      max_traffic_lights=config.data.max_traffic_lights)
+  sets = _eval_sets(config, workdir)
+  first = next(womd.read_examples(sets[0][1], reader))
+  mc, params, ckpt = _load_model(config, workdir, first.state)
+  results = {}
+  for name, patterns in sets:
+    res = evaluation.evaluate_files(
+        params, mc, patterns, reader=reader, num_rollouts=e.num_rollouts,
+        temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
+        challenges=tuple(e.challenges.split(',')),
+        max_scenarios=e.max_scenarios, seed=config.seed,
+        keep=max(e.num_animations, 1 if e.submission else 0))
+    results[name] = res
+    from prefalign import viz  # pylint: disable=g-import-not-at-top
+    for sid, state, traj in res['kept'][:e.num_animations]:
+      viz.animate_rollout(state, jax.tree.map(lambda a: a[0], traj),
+                          path=str(out / f'{name}_{sid}_rollout0.gif'),
+                          title=f'{sid} (rollout 0)')
+  report = {'checkpoint': ckpt, 'num_rollouts': e.num_rollouts,
+            'sampling': {'temperature': e.temperature, 'top_k': e.top_k,
+                         'top_p': e.top_p},
+            'sets': {k: {'aggregate': v['aggregate'],
+                         'per_scenario': v['per_scenario']}
+                     for k, v in results.items()}}
+  (out / 'report.md').write_text(evaluation.markdown_report(
+      results, f'WOSAC evaluation of {ckpt}'))
+  if e.submission:
+    del submission  # export lands with the submission issue
+  _write_json(report_path, report)
+  parts = []
+  for name, res in results.items():
+    agg = res['aggregate'][sorted(res['aggregate'])[-1]]
+    parts.append(f'{name}: realism model {agg["model"]["metametric"]:.4f}'
+                 + (f', constant velocity '
+                    f'{agg["constant_velocity"]["metametric"]:.4f}, log '
+                    f'replay {agg["log_replay"]["metametric"]:.4f}'
+                    if 'log_replay' in agg else ''))
+  return '; '.join(parts) + f'; {out / "report.md"}'
+
+
 STAGES: dict[str, Callable] = {
     'data': stage_data,
     'inspect': stage_inspect,
     'replay': stage_replay,
     'pretrain': stage_pretrain,
+    'evaluate': stage_evaluate,
 }
 
 

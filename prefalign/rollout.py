@@ -35,9 +35,11 @@ from prefalign import datatypes
 from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
+from prefalign.sim import dynamics as dynamics_lib
 
 __all__ = ['Rollouts', 'sample_rollouts', 'filter_logits', 'as_tokens',
-           'tile', 'to_metric_trajectory']
+           'tile', 'to_metric_trajectory', 'MotionLMActor', 'ActorState',
+           'ActorOutput']
 
 _NOW = datatypes.CURRENT_TIME_INDEX
 
@@ -237,3 +239,116 @@ def to_metric_trajectory(rollouts: Rollouts,
   return t.replace(x=jnp.where(t.valid, t.x, spot),
                    y=jnp.where(t.valid, t.y, spot),
                    valid=jnp.ones_like(t.valid))
+
+
+# ---------------------------------------------------------------------------
+# Waymax's actor interface.
+
+
+@struct.dataclass
+class ActorState:
+  """What the actor carries between simulator steps (batch prefix (B,)).
+
+  Attributes:
+    cache: the decoder's KV cache.
+    token: int32 (B, A) the token being held.
+    prev: int32 (B, A) the token before it (V at the start).
+    valid: bool (B, A) the agents it drives (valid at the current step).
+  """
+  cache: list
+  token: jax.Array
+  prev: jax.Array
+  valid: jax.Array
+
+
+@struct.dataclass
+class ActorOutput:
+  """Waymax's ``WaymaxActorOutput``: the new actor state, the action and
+  the objects it controls (bool (..., num_objects))."""
+  actor_state: ActorState
+  action: dynamics_lib.Action
+  is_controlled: jax.Array
+
+
+class MotionLMActor:
+  """The model as a Waymax-style actor: ``init`` and ``select_action``.
+
+  Every ``steps_per_token`` simulator steps (from the current step, 10) it
+  decodes one token per agent from the *simulated* state, then holds that
+  token's acceleration; between tokens it only looks the action up. It
+  drives the agents valid at the current step (WOSAC's sim agents), so
+  ``sim.env.step(state, out.action, is_controlled=out.is_controlled)``
+  reproduces ``sample_rollouts`` step for step (with one rollout and the
+  same per-token keys). Works on unbatched or (B,)-batched states.
+
+  Args:
+    config: the model's config.
+    temperature, top_k, top_p: sampling (see ``filter_logits``).
+  """
+
+  def __init__(self, config: motion_lm.ModelConfig, *,
+               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    self.config = config
+    self.temperature = temperature
+    self.top_k = top_k
+    self.top_p = top_p
+
+  @staticmethod
+  def _batched(state):
+    return jax.tree.map(lambda a: a[None], state) if not state.shape else state
+
+  def init(self, rng: jax.Array, state: datatypes.SimulatorState
+           ) -> ActorState:
+    del rng
+    batched = self._batched(state)
+    valid = batched.log_trajectory.valid[..., _NOW]
+    b, a = valid.shape
+    return ActorState(
+        cache=motion_lm.init_cache(self.config, b, a),
+        token=jnp.zeros((b, a), jnp.int32),
+        prev=jnp.full((b, a), self.config.vocab_size, jnp.int32),
+        valid=valid)
+
+  def select_action(self, params, state: datatypes.SimulatorState,
+                    actor_state: ActorState, rng: jax.Array) -> ActorOutput:
+    """The action at ``state.timestep``.
+
+    ``rng`` is folded with the token step, as ``sample_rollouts`` folds its
+    per-rollout key.
+    """
+    config = self.config
+    tok = config.tokenizer
+    unbatched = not state.shape
+    batched = self._batched(state)
+    t = jnp.reshape(batched.timestep, (-1,))[0] - _NOW
+    k = t // tok.steps_per_token
+    cur = jax.tree.map(lambda a: a[..., 0], batched.current_sim_trajectory)
+    valid = actor_state.valid
+
+    def decode(s: ActorState) -> ActorState:
+      scene = features.scene_from_state(batched, config.scene)
+      context = motion_lm.encode(params, scene, config=config)
+      pose = jnp.stack([cur.x, cur.y, cur.yaw, cur.vel_x, cur.vel_y], -1)
+      pose = jnp.where(valid[..., None], pose, 0.0)
+      prev = jnp.where((k > 0) & valid, s.token, config.vocab_size)
+      logits, cache = motion_lm.decode_step(params, context, pose, valid,
+                                            prev, k, s.cache, config=config)
+      sampling = filter_logits(logits, temperature=self.temperature,
+                               top_k=self.top_k, top_p=self.top_p)
+      keys = jax.random.split(rng, valid.shape[0])
+      step_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
+      token = jax.vmap(jax.random.categorical)(step_keys, sampling)
+      token = jnp.where(valid, token, 0).astype(jnp.int32)
+      return s.replace(cache=cache, token=token, prev=prev)
+
+    boundary = (t % tok.steps_per_token == 0) & (t >= 0)
+    new = jax.lax.cond(boundary, decode, lambda s: s, actor_state)
+    types = batched.object_metadata.object_types
+    action = tokenizer.token_actions(new.token, types, tok)
+    out_action = dynamics_lib.Action(data=action, valid=valid[..., None])
+    controlled = valid
+    if unbatched:
+      out_action = jax.tree.map(lambda a: a[0], out_action)
+      controlled = controlled[0]
+    return ActorOutput(actor_state=new, action=out_action,
+                       is_controlled=controlled)

@@ -93,3 +93,33 @@ def test_unknown_config_key_is_refused_by_the_launcher(tmp_path):
   assert proc.returncode != 0
   assert 'learning_rat' in proc.stderr
   assert not (tmp_path / 'data').exists()
+
+
+def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
+  from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
+  config = evaluate.get_config('runlocal')
+  config.stages = ('data', 'pretrain', 'evaluate')
+  config.data.num_scenarios = 8
+  config.data.num_heldout_scenarios = 2
+  config.pretrain.num_steps = 2
+  config.pretrain.eval_every = 2
+  config.pretrain.checkpoint_every = 2
+  config.evaluate.num_rollouts = 2
+  config.evaluate.max_scenarios = 1
+  config.evaluate.max_num_objects = 16
+  stages.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'sumo_heldout: realism model' in out
+  report = json.loads((tmp_path / 'evaluate' / 'report.json').read_text())
+  agg = report['sets']['sumo_heldout']['aggregate']
+  assert set(agg) == {'2024', '2025'}
+  for challenge in agg.values():
+    assert set(challenge) == {'model', 'constant_velocity', 'log_replay'}
+    for metrics in challenge.values():
+      assert 0.0 <= metrics['metametric'] <= 1.0
+    # The log scores itself best.
+    assert (challenge['log_replay']['metametric'] >=
+            challenge['model']['metametric'])
+  md = (tmp_path / 'evaluate' / 'report.md').read_text()
+  assert '| constant_velocity |' in md
+  assert list((tmp_path / 'evaluate').glob('sumo_heldout_*_rollout0.gif'))

@@ -150,3 +150,41 @@ def test_filter_logits():
                                 [[True, False, False, False]])
   hot = jax.nn.softmax(rollout.filter_logits(logits, temperature=2.0))
   assert float(hot[0, 0]) < 0.5
+
+
+def test_actor_in_the_simulator_reproduces_the_sampler(setup):
+  from prefalign.sim import env  # pylint: disable=g-import-not-at-top
+  state, _, params = setup
+  one = jax.tree.map(lambda a: jnp.asarray(a)[:1], state)
+  # The sampler splits rng into B * R streams, the actor into B: with one
+  # scenario and one rollout they are the same stream.
+  rng = jax.random.key(11)
+  sampled = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=CONFIG, num_rollouts=1))(
+          params, one, rng)
+  actor = rollout.MotionLMActor(CONFIG)
+  sim_state = jax.tree.map(lambda a: a[0], one)  # unbatched, as in Waymax
+
+  @jax.jit
+  def run(params, sim_state, key):
+    actor_state = actor.init(key, sim_state)
+
+    def body(carry, _):
+      s, a = carry
+      out = actor.select_action(params, s, a, key)
+      s = env.step(s, out.action, is_controlled=out.is_controlled)
+      return (s, out.actor_state), None
+
+    (final, _), _ = jax.lax.scan(body, (sim_state, actor_state), None,
+                                 length=80)
+    return final
+
+  final = run(params, sim_state, rng)
+  now = datatypes.CURRENT_TIME_INDEX
+  valid = np.asarray(sampled.valid)[0, 0]
+  np.testing.assert_allclose(
+      np.asarray(final.sim_trajectory.x)[valid, now + 1:],
+      np.asarray(sampled.trajectory.x)[0, 0][valid], atol=1e-3)
+  np.testing.assert_allclose(
+      np.asarray(final.sim_trajectory.y)[valid, now + 1:],
+      np.asarray(sampled.trajectory.y)[0, 0][valid], atol=1e-3)

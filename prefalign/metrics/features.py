@@ -262,6 +262,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           wrap_all_closed: bool = False,
                           prune: bool = True,
                           redo_budget: int = 1024,
+                          window: int = 40,
                           eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
@@ -269,8 +270,11 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   group of corner points (one corner of one object at one step, over the
   batch) searches a short, certified list of candidate segments instead of
   the whole map (``metrics._nearest``); queries whose list cannot be
-  certified are redone by brute force (all of them if more than
-  ``redo_budget``), so the result is the same either way. Under ``vmap``
+  certified are redone by brute force, up to ``redo_budget``. Groups first
+  span the rollouts (cheapest when they stay close); past the budget the
+  search is redone with per-rollout groups (rollouts of a sampling policy
+  diverge), and only past that budget too does the whole call fall back to
+  brute force. The result is the same either way. Under ``vmap``
   the fallback branch is evaluated too (``lax.cond`` becomes ``select``); use
   ``lax.map`` over scenarios to keep the fast path.
 
@@ -283,6 +287,8 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     prune: use the certified candidate search.
     redo_budget: uncertified queries redone by brute force before the whole
       call falls back to it (static).
+    window: consecutive groups that share a first-level candidate list
+      (static).
     eval_mask: bool (E,), False for padding slots of ``eval_index``.
 
   Returns:
@@ -315,14 +321,6 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     stretch = jnp.array([1.0, 1.0, z_stretch], jnp.float32)
     a, v = table['start'] * stretch, table['vec'] * stretch
     lo, hi = jnp.minimum(a, a + v), jnp.maximum(a, a + v)
-    # Groups: one corner of one object at one step, over the batch; tight
-    # groups keep the certified candidate lists short.
-    pts_groups = jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3)
-    groups = pts_groups * stretch
-    valid = jnp.broadcast_to(jnp.moveaxis(ev.valid, 0, 2)[:, :, None, :],
-                             (e, t, 4, b)).reshape(e, t * 4, b)
-    cand, threshold = _nearest.nearest_candidates(
-        groups, valid, lo, hi, table['valid'])
 
     def one_group(qs, idx):  # (M, 3) queries, (k,) candidates
       # Same arithmetic as the brute-force search, so near-ties break alike.
@@ -334,17 +332,18 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
       return idx[j], jnp.sqrt(best)
 
-    nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
-    # Queries whose list is not certified (a group spread wide by diverging
-    # rollouts, or far from every edge) are redone by brute force, up to a
-    # budget; beyond it, every query is.
-    unsure = (valid & (best >= threshold[..., None])).reshape(-1)
-    num_unsure = jnp.sum(unsure)
-    budget = min(redo_budget, unsure.shape[0])
-    (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
-    q_flat = pts_groups.reshape(-1, 3)
-
-    def fast(_):
+    def search(pts_groups, valid, win):
+      """Certified search over (O, G, M, 3) groups; (signed, fits budget)."""
+      cand, threshold = _nearest.nearest_candidates(
+          pts_groups * stretch, valid, lo, hi, table['valid'], window=win)
+      nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
+      # Queries whose list is not certified (far from every edge, or in a
+      # group spread wide) are redone by brute force, up to a budget.
+      unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+      num_unsure = jnp.sum(unsure)
+      budget = min(redo_budget, unsure.shape[0])
+      (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+      q_flat = pts_groups.reshape(-1, 3)
       signed = jax.vmap(
           lambda q, i: geometry._signed_at(  # pylint: disable=protected-access
               q, i, table))(q_flat, nearest.reshape(-1))
@@ -353,9 +352,31 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
               q, table, z_stretch), q_flat[redo], num_unsure)
       keep = jnp.arange(budget) < num_unsure
       signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
-      return jnp.transpose(signed.reshape(e, t, 4, b), (3, 0, 1, 2))
+      return signed, num_unsure <= budget
 
-    d = jax.lax.cond(num_unsure <= budget, fast, brute, None)
+    # First, groups of one corner of one object at one step across the
+    # rollouts: rollouts that stay close share one list (cheapest).
+    across, ok = search(
+        jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3),
+        jnp.broadcast_to(jnp.moveaxis(ev.valid, 0, 2)[:, :, None, :],
+                         (e, t, 4, b)).reshape(e, t * 4, b), window)
+
+    def per_rollout(_):
+      # Rollouts that diverge (a learned policy's samples spread over tens
+      # of metres) leave those groups uncertified; groups of the four
+      # corners of one box at one step of one rollout stay a box wide.
+      signed, fits = search(
+          jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e * b, t, 4, 3),
+          jnp.broadcast_to(jnp.transpose(ev.valid, (1, 0, 2))[..., None],
+                           (e, b, t, 4)).reshape(e * b, t, 4), window)
+      return jax.lax.cond(
+          fits,
+          lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
+          brute, None)
+
+    d = jax.lax.cond(
+        ok, lambda _: jnp.transpose(across.reshape(e, t, 4, b), (3, 0, 1, 2)),
+        per_rollout, None)
     d = jnp.where(jnp.any(table['valid']), d, -_BIG)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)

@@ -37,6 +37,8 @@ __all__ = [
     'CHALLENGE_2025',
     'get_config',
     'log_rollouts',
+    'constant_velocity_rollouts',
+    'metrics_from_features',
     'LIKELIHOOD_NAMES',
     'BUCKETS',
     'scenario_features',
@@ -315,6 +317,34 @@ def log_rollouts(state: datatypes.SimulatorState,
       lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
 
 
+def constant_velocity_rollouts(state: datatypes.SimulatorState,
+                               num_rollouts: int = 32
+                               ) -> datatypes.Trajectory:
+  """(R, N, 80) rollouts that keep every object's current velocity.
+
+  The baseline every learned simulator must beat: each object valid at the
+  current step moves on in a straight line at its logged current velocity
+  (heading and box held); the rest are parked far away, as in
+  ``log_rollouts``.
+  """
+  traj = state.log_trajectory
+  now = jax.tree.map(lambda a: a[..., NOW:NOW + 1], traj)
+  num_t = traj.num_timesteps - NOW - 1
+  t = datatypes.TIME_INTERVAL * jnp.arange(1, num_t + 1, dtype=jnp.float32)
+  x = now.x + now.vel_x * t
+  y = now.y + now.vel_y * t
+  park = 1e5 + 100.0 * jnp.arange(x.shape[0], dtype=jnp.float32)[:, None]
+  ok = jnp.broadcast_to(now.valid, x.shape)
+  full = lambda a: jnp.broadcast_to(a, x.shape)
+  fut = jax.tree.map(lambda a: a[..., NOW + 1:], traj).replace(
+      x=jnp.where(ok, x, park), y=jnp.where(ok, y, park), z=full(now.z),
+      yaw=full(now.yaw), vel_x=full(now.vel_x), vel_y=full(now.vel_y),
+      length=full(now.length), width=full(now.width),
+      height=full(now.height), valid=jnp.ones_like(ok))
+  return jax.tree.map(
+      lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
+
+
 def scenario_features(state: datatypes.SimulatorState,
                       rollouts: datatypes.Trajectory, *,
                       max_evaluated: int = 16,
@@ -403,6 +433,17 @@ def scenario_metrics(state: datatypes.SimulatorState,
   """
   f = scenario_features(state, rollouts, max_evaluated=max_evaluated,
                         road_edge_kwargs=road_edge_kwargs)
+  return metrics_from_features(f, config)
+
+
+def metrics_from_features(f: dict[str, jax.Array],
+                          config: MetricConfig = CHALLENGE_2025
+                          ) -> dict[str, jax.Array]:
+  """``scenario_metrics`` from ``scenario_features`` already computed.
+
+  The features do not depend on the challenge config, so scoring one set of
+  rollouts under several configs computes them once.
+  """
   valid = f['valid']  # (E, 80), log validity of the future
   eval_mask = f['eval_mask']
   is_vehicle = f['object_type'] == datatypes.ObjectTypeIds.VEHICLE

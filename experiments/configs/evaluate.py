@@ -1,0 +1,44 @@
+"""WOSAC evaluation of a pre-trained checkpoint.
+
+Samples ``num_rollouts`` closed-loop rollouts per scenario, scores them with
+the JAX WOSAC metric (2024 and 2025 configs) next to log replay and a
+constant-velocity baseline on the same scenarios, and writes
+``WORKDIR/evaluate/report.json``, ``report.md`` and rollout GIFs. Run in the
+pre-training workdir (its held-out SUMO set and checkpoint are the
+defaults)::
+
+  python -m experiments.main --config=experiments/configs/evaluate.py \
+      --workdir=runs/pretrain \
+      --config.evaluate.eval_glob='../shared/data/womd/real/real.tfrecord-*'
+
+``--config.evaluate.checkpoint=DIR`` scores another run's checkpoints.
+"""
+
+import ml_collections
+
+from experiments.configs import pretrain
+
+
+def get_config(arg=None):
+  """The evaluation config (``arg='runlocal'``: the runlocal pre-training)."""
+  config = pretrain.get_config(arg)
+  config.stages = ('data', 'evaluate')
+  config.evaluate = ml_collections.ConfigDict()
+  # Checkpoint directory; empty: WORKDIR/pretrain/checkpoints.
+  config.evaluate.checkpoint = ''
+  # More WOMD files to score (patterns, comma-separated), reported as 'womd'.
+  config.evaluate.eval_glob = ''
+  config.evaluate.num_rollouts = 32  # WOSAC: 32 rollouts per scenario
+  config.evaluate.temperature = 1.0  # sampling temperature (0: argmax)
+  config.evaluate.top_k = 0  # keep the k most likely tokens (0: all)
+  config.evaluate.top_p = 1.0  # nucleus sampling mass (1: all)
+  config.evaluate.challenges = '2024,2025'  # WOSAC metric configs
+  config.evaluate.max_scenarios = 0  # per set (0: all)
+  config.evaluate.max_num_objects = 128  # WOSAC simulates up to 128
+  config.evaluate.num_animations = 2  # rollout GIFs per set
+  config.evaluate.submission = False  # also export an official submission
+  if arg == 'runlocal':
+    config.evaluate.num_rollouts = 4
+    config.evaluate.max_scenarios = 2
+    config.evaluate.num_animations = 1
+  return config

@@ -1,0 +1,147 @@
+"""WOSAC evaluation of a model next to log replay and constant velocity.
+
+``evaluate_files`` streams scenarios, samples rollouts with the jitted
+sampler, scores them with this project's JAX WOSAC metric (any of the 2024 /
+2025 configs) and does the same for two references on the same scenarios:
+``log_replay`` (the logged future: the ceiling) and ``constant_velocity``
+(every object keeps its current velocity: the floor a learned simulator must
+beat). ``markdown_report`` renders the result as tables.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from prefalign import rollout
+from prefalign.data import womd
+from prefalign.metrics import wosac
+from prefalign.model import motion_lm
+
+__all__ = ['POLICIES', 'evaluate_files', 'markdown_report']
+
+POLICIES = ('model', 'constant_velocity', 'log_replay')
+_SUMMARY = ('metametric', 'kinematic', 'interactive', 'map_based',
+            'min_average_displacement_error', 'simulated_collision_rate',
+            'simulated_offroad_rate', 'simulated_traffic_light_violation_rate')
+
+
+def evaluate_files(
+    params, model_config: motion_lm.ModelConfig,
+    patterns: Sequence[str], *,
+    reader: womd.ReaderConfig = womd.ReaderConfig(),
+    num_rollouts: int = 32, temperature: float = 1.0, top_k: int = 0,
+    top_p: float = 1.0, challenges: Sequence[str] = ('2024', '2025'),
+    max_scenarios: int = 0, baselines: bool = True, seed: int = 0,
+    keep: int = 0, progress: bool = True,
+    on_scenario: Optional[Callable[[dict], None]] = None,
+    on_rollouts: Optional[Callable[[womd.ScenarioExample, Any], None]] = None,
+) -> dict[str, Any]:
+  """Samples and scores every scenario of some WOMD files.
+
+  Args:
+    params: model parameters.
+    model_config: the model's config.
+    patterns: WOMD TFRecord files, globs or name@N patterns.
+    reader: scenario sizes (WOSAC simulates up to 128 objects).
+    num_rollouts: rollouts per scenario (WOSAC: 32).
+    temperature, top_k, top_p: sampling.
+    challenges: metric configs ('2024', '2025').
+    max_scenarios: stop after this many (0: all).
+    baselines: also score log replay and constant velocity.
+    seed: rng of the sampler (scenario i uses fold_in(seed key, i)).
+    keep: keep the first ``keep`` (state, model rollouts) for pictures.
+    progress: a progress bar.
+    on_scenario: called with each scenario's metrics as they come.
+    on_rollouts: called as ``on_rollouts(example, trajectory)`` with the
+      model's rollouts, Trajectory (R, N, 80) as the metric takes them (for
+      submission export).
+
+  Returns:
+    {'aggregate': {challenge: {policy: dataset metrics}}, 'per_scenario':
+    [{'scenario_id', challenge: {policy: metrics}}], 'kept': [(scenario_id,
+    state, Trajectory (R, N, 80))]}.
+  """
+  configs = {c: wosac.get_config(c) for c in challenges}
+  sample = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=model_config,
+      num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
+      top_p=top_p))
+  # The features are computed once and scored under every config.
+  metric = jax.jit(lambda state, traj: {
+      c: wosac.metrics_from_features(
+          wosac.scenario_features(state, traj), config)
+      for c, config in configs.items()})
+  references = {
+      'constant_velocity': jax.jit(functools.partial(
+          wosac.constant_velocity_rollouts, num_rollouts=num_rollouts)),
+      'log_replay': jax.jit(functools.partial(
+          wosac.log_rollouts, num_rollouts=num_rollouts)),
+  } if baselines else {}
+  root = jax.random.key(seed)
+  per_scenario, kept = [], []
+  examples: Iterable = womd.read_examples(list(patterns), reader)
+  if max_scenarios:
+    examples = itertools.islice(examples, max_scenarios)
+  for i, ex in enumerate(tqdm.tqdm(examples, desc='evaluate', unit='scenario',
+                                   disable=not progress)):
+    batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
+    out = sample(params, batch, jax.random.fold_in(root, i))
+    sims = {'model': jax.tree.map(lambda a: a[0],
+                                  rollout.to_metric_trajectory(out))}
+    for name, fn in references.items():
+      sims[name] = fn(ex.state)
+    if on_rollouts is not None:
+      on_rollouts(ex, jax.device_get(sims['model']))
+    row = {'scenario_id': ex.scenario_id}
+    scores = {name: jax.device_get(metric(ex.state, traj))
+              for name, traj in sims.items()}
+    for c in configs:
+      row[c] = {name: {k: float(v) for k, v in scores[name][c].items()}
+                for name in sims}
+    per_scenario.append(row)
+    if on_scenario is not None:
+      on_scenario(row)
+    if len(kept) < keep:
+      kept.append((ex.scenario_id, ex.state,
+                   jax.device_get(jax.tree.map(lambda a: a[0],
+                                               out.trajectory))))
+  if not per_scenario:
+    raise ValueError(f'no scenarios read from {list(patterns)}')
+  aggregate = {
+      c: {name: wosac.aggregate([r[c][name] for r in per_scenario], config)
+          for name in per_scenario[0][c]}
+      for c, config in configs.items()}
+  return {'aggregate': aggregate, 'per_scenario': per_scenario,
+          'kept': kept}
+
+
+def markdown_report(results: dict[str, dict], title: str) -> str:
+  """Tables of ``{set name: evaluate_files(...)}``, one per set and config."""
+  lines = [f'# {title}', '']
+  for set_name, res in results.items():
+    for challenge, by_policy in res['aggregate'].items():
+      n = next(iter(by_policy.values()))['num_scenarios']
+      lines += [f'## {set_name}: WOSAC {challenge} ({n} scenarios)', '',
+                '| policy | ' + ' | '.join(_SUMMARY) + ' |',
+                '|---|' + '---|' * len(_SUMMARY)]
+      for policy, m in by_policy.items():
+        lines.append(f'| {policy} | ' + ' | '.join(
+            f'{m[k]:.4f}' for k in _SUMMARY) + ' |')
+      lines.append('')
+      likelihoods = sorted(k for k in next(iter(by_policy.values()))
+                           if k.endswith('_likelihood'))
+      lines += ['| policy | ' + ' | '.join(
+          k[:-len('_likelihood')] for k in likelihoods) + ' |',
+                '|---|' + '---|' * len(likelihoods)]
+      for policy, m in by_policy.items():
+        lines.append(f'| {policy} | ' + ' | '.join(
+            f'{m[k]:.4f}' for k in likelihoods) + ' |')
+      lines.append('')
+  return '\n'.join(lines)
+
