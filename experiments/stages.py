@@ -352,30 +352,48 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
   sets = _eval_sets(config, workdir)
   first = next(womd.read_examples(sets[0][1], reader))
   mc, params, ckpt = _load_model(config, workdir, first.state)
-  results = {}
+  results, exported = {}, {}
   for name, patterns in sets:
+    protos = []
+
+    def export(ex, traj, protos=protos):
+      # Only the sim agents' rows are written; they are all valid.
+      protos.append(submission.scenario_rollouts_from_trajectory(
+          ex.state, ex.scenario_id, traj))
+
     res = evaluation.evaluate_files(
         params, mc, patterns, reader=reader, num_rollouts=e.num_rollouts,
         temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
         challenges=tuple(e.challenges.split(',')),
         max_scenarios=e.max_scenarios, seed=config.seed,
-        keep=max(e.num_animations, 1 if e.submission else 0))
+        keep=e.num_animations, on_rollouts=export if e.submission else None)
     results[name] = res
     from prefalign import viz  # pylint: disable=g-import-not-at-top
     for sid, state, traj in res['kept'][:e.num_animations]:
       viz.animate_rollout(state, jax.tree.map(lambda a: a[0], traj),
                           path=str(out / f'{name}_{sid}_rollout0.gif'),
                           title=f'{sid} (rollout 0)')
+    if e.submission:
+      path = out / f'{name}_submission.binproto'
+      submission.write_submission(
+          path, protos, account_name=e.submission_account,
+          unique_method_name=e.submission_method,
+          authors=e.submission_authors.split(','),
+          affiliation=e.submission_affiliation,
+          description=e.submission_description,
+          method_link=e.submission_link,
+          num_model_parameters=e.submission_num_parameters,
+          acknowledge_complies_with_closed_loop_requirement=True)
+      exported[name] = str(path)
   report = {'checkpoint': ckpt, 'num_rollouts': e.num_rollouts,
             'sampling': {'temperature': e.temperature, 'top_k': e.top_k,
                          'top_p': e.top_p},
+            'submissions': exported,
             'sets': {k: {'aggregate': v['aggregate'],
                          'per_scenario': v['per_scenario']}
                      for k, v in results.items()}}
   (out / 'report.md').write_text(evaluation.markdown_report(
       results, f'WOSAC evaluation of {ckpt}'))
-  if e.submission:
-    del submission  # export lands with the submission issue
   _write_json(report_path, report)
   parts = []
   for name, res in results.items():

@@ -107,9 +107,14 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   config.evaluate.num_rollouts = 2
   config.evaluate.max_scenarios = 1
   config.evaluate.max_num_objects = 16
+  config.evaluate.submission = True
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert 'sumo_heldout: realism model' in out
+  from prefalign.data import submission  # pylint: disable=g-import-not-at-top
+  exported = list(submission.read_rollouts(
+      str(tmp_path / 'evaluate' / 'sumo_heldout_submission.binproto')))
+  assert len(exported) == 1
   report = json.loads((tmp_path / 'evaluate' / 'report.json').read_text())
   agg = report['sets']['sumo_heldout']['aggregate']
   assert set(agg) == {'2024', '2025'}

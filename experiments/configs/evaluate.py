@@ -36,7 +36,18 @@ def get_config(arg=None):
   config.evaluate.max_scenarios = 0  # per set (0: all)
   config.evaluate.max_num_objects = 128  # WOSAC simulates up to 128
   config.evaluate.num_animations = 2  # rollout GIFs per set
-  config.evaluate.submission = False  # also export an official submission
+  # Also write the model's rollouts of each set as an official
+  # SimAgentsChallengeSubmission (WORKDIR/evaluate/<set>_submission.binproto)
+  # with this metadata (the account is the e-mail registered with Waymo).
+  config.evaluate.submission = False
+  config.evaluate.submission_account = 'you@example.com'
+  config.evaluate.submission_method = 'prefalign-motionlm'
+  config.evaluate.submission_authors = 'prefalign authors'  # comma-separated
+  config.evaluate.submission_affiliation = ''
+  config.evaluate.submission_description = (
+      'MotionLM-style ~1M-parameter joint motion-token model (prefalign).')
+  config.evaluate.submission_link = ''
+  config.evaluate.submission_num_parameters = '1M'
   if arg == 'runlocal':
     config.evaluate.num_rollouts = 4
     config.evaluate.max_scenarios = 2
