@@ -54,10 +54,9 @@ def step_features(agent_pose: jax.Array, pose: jax.Array) -> jax.Array:
                              pose[..., 1] - ref[..., 1], ref[..., 2])
   dyaw = pose[..., 2] - ref[..., 2]
   vlon, vlat = features.to_frame(pose[..., 3], pose[..., 4], pose[..., 2])
-  scale = features._POS_SCALE  # pylint: disable=protected-access
-  vscale = features._VEL_SCALE  # pylint: disable=protected-access
-  return jnp.stack([dx * scale, dy * scale, jnp.cos(dyaw), jnp.sin(dyaw),
-                    vlon * vscale, vlat * vscale], axis=-1)
+  pos, vel = features.POS_SCALE, features.VEL_SCALE
+  return jnp.stack([dx * pos, dy * pos, jnp.cos(dyaw), jnp.sin(dyaw),
+                    vlon * vel, vlat * vel], axis=-1)
 
 
 class TokenDecoder(nn.Module):

@@ -43,9 +43,11 @@ _M = datatypes.MapElementIds
 NUM_REL_FEATURES = 6
 NUM_HISTORY_FEATURES = 7
 NUM_ATTR_FEATURES = len(datatypes.ObjectTypeIds) + 3
-_POS_SCALE = 0.05  # 20 m -> 1
-_VEL_SCALE = 0.1  # 10 m/s -> 1
-_SIZE_SCALE = 0.2  # 5 m -> 1
+# Feature scales: positions, velocities and sizes enter the network at
+# about unit magnitude.
+POS_SCALE = 0.05  # 20 m -> 1
+VEL_SCALE = 0.1  # 10 m/s -> 1
+SIZE_SCALE = 0.2  # 5 m -> 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +150,7 @@ def relative_features(query_pose: jax.Array, key_pose: jax.Array,
     lx = jnp.where(query_heading, lx, dist)
     ly = jnp.where(query_heading, ly, 0.0)
     has = has * query_heading.astype(dx.dtype)
-  return jnp.stack([lx * _POS_SCALE, ly * _POS_SCALE, dist * _POS_SCALE,
+  return jnp.stack([lx * POS_SCALE, ly * POS_SCALE, dist * POS_SCALE,
                     jnp.cos(dyaw) * has, jnp.sin(dyaw) * has, has], axis=-1)
 
 
@@ -163,13 +165,13 @@ def _agents(traj: datatypes.Trajectory, meta: datatypes.ObjectMetadata,
   vx, vy = to_frame(hist.vel_x, hist.vel_y, cur.yaw[..., None])
   dyaw = hist.yaw - cur.yaw[..., None]
   hv = hist.valid & valid[..., None]
-  feats = jnp.stack([px * _POS_SCALE, py * _POS_SCALE, jnp.cos(dyaw),
-                     jnp.sin(dyaw), vx * _VEL_SCALE, vy * _VEL_SCALE,
+  feats = jnp.stack([px * POS_SCALE, py * POS_SCALE, jnp.cos(dyaw),
+                     jnp.sin(dyaw), vx * VEL_SCALE, vy * VEL_SCALE,
                      jnp.ones_like(px)], axis=-1)
   feats = jnp.where(hv[..., None], feats, 0.0)
   types = jnp.clip(meta.object_types, 0, len(datatypes.ObjectTypeIds) - 1)
   onehot = jax.nn.one_hot(types, len(datatypes.ObjectTypeIds))
-  size = jnp.stack([cur.length, cur.width, cur.height], -1) * _SIZE_SCALE
+  size = jnp.stack([cur.length, cur.width, cur.height], -1) * SIZE_SCALE
   attr = jnp.concatenate([onehot, size], axis=-1)
   attr = jnp.where(valid[..., None], attr, 0.0)
   pose = jnp.where(valid[..., None], pose, 0.0)
@@ -258,7 +260,7 @@ def _one_scene(state: datatypes.SimulatorState, config: SceneConfig) -> Scene:
   px, py = to_frame(xs[sel] - cpose[:, None, 0], ys[sel] - cpose[:, None, 1],
                     cpose[:, None, 2])
   pok = ok[sel] & sel_ok[:, None]
-  points = jnp.stack([px * _POS_SCALE, py * _POS_SCALE,
+  points = jnp.stack([px * POS_SCALE, py * POS_SCALE,
                       pok.astype(jnp.float32)], -1)
   points = jnp.where(pok[..., None], points, 0.0)
   cpose = jnp.where(sel_ok[:, None], cpose, 0.0)

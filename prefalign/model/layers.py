@@ -174,32 +174,23 @@ class CausalSelfAttention(nn.Module):
     v = split(nn.Dense(d, name='value')(y))
     if cache is None:
       num = x.shape[-2]
+      keys, values, new_cache = k, v, None
       causal = jnp.tril(jnp.ones((num, num), bool))
       mask = causal & valid[..., None, :]  # (..., K_q, K_k)
-      k_all, v_all = k, v
-      # (..., Kq, H, D) against (..., Kk, H, D).
-      logits = jnp.einsum('...qhd,...khd->...hqk', q, k_all) / jnp.sqrt(hd)
-      logits = jnp.where(mask[..., None, :, :], logits, _NEG)
-      w = jax.nn.softmax(logits, axis=-1)
-      w = jnp.where(mask[..., None, :, :], w, 0.0)
-      out = jnp.einsum('...hqk,...khd->...qhd', w, v_all)
-      new_cache = None
     else:
-      new_cache = {
-          'key': jax.lax.dynamic_update_slice_in_dim(
-              cache['key'], k.astype(cache['key'].dtype), step, axis=-3),
-          'value': jax.lax.dynamic_update_slice_in_dim(
-              cache['value'], v.astype(cache['value'].dtype), step, axis=-3),
-          'valid': jax.lax.dynamic_update_slice_in_dim(
-              cache['valid'], valid, step, axis=-1),
-      }
+      write = lambda buf, new, axis: jax.lax.dynamic_update_slice_in_dim(
+          buf, new.astype(buf.dtype), step, axis=axis)
+      new_cache = {'key': write(cache['key'], k, -3),
+                   'value': write(cache['value'], v, -3),
+                   'valid': write(cache['valid'], valid, -1)}
+      keys, values = new_cache['key'], new_cache['value']
       num = new_cache['valid'].shape[-1]
-      mask = (jnp.arange(num) <= step) & new_cache['valid']  # (..., K_max)
-      logits = jnp.einsum('...qhd,...khd->...hqk', q,
-                          new_cache['key']) / jnp.sqrt(hd)
-      logits = jnp.where(mask[..., None, None, :], logits, _NEG)
-      w = jax.nn.softmax(logits, axis=-1)
-      w = jnp.where(mask[..., None, None, :], w, 0.0)
-      out = jnp.einsum('...hqk,...khd->...qhd', w, new_cache['value'])
+      mask = ((jnp.arange(num) <= step) & new_cache['valid'])[..., None, :]
+    # (..., Kq, H, D) against (..., Kk, H, D); mask (..., Kq, Kk).
+    logits = jnp.einsum('...qhd,...khd->...hqk', q, keys) / jnp.sqrt(hd)
+    logits = jnp.where(mask[..., None, :, :], logits, _NEG)
+    w = jax.nn.softmax(logits, axis=-1)
+    w = jnp.where(mask[..., None, :, :], w, 0.0)
+    out = jnp.einsum('...hqk,...khd->...qhd', w, values)
     out = out.reshape(*out.shape[:-2], d)
     return x + nn.Dense(d, name='out')(out), new_cache
