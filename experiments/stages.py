@@ -308,17 +308,14 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
 
 def _load_model(config, workdir: pathlib.Path, sample_state):
   """The model config and the parameters of config.evaluate.checkpoint."""
-  from prefalign.model import features  # pylint: disable=g-import-not-at-top
   from prefalign.model import motion_lm  # pylint: disable=g-import-not-at-top
-  from prefalign.model import tokenizer  # pylint: disable=g-import-not-at-top
   from prefalign.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from prefalign.train import steps  # pylint: disable=g-import-not-at-top
   mc = model_config(config)
   batch = jax.tree.map(lambda a: np.asarray(a)[None], sample_state)
-  scene = features.scene_from_state(batch, mc.scene)
-  toks = tokenizer.tokenize(batch.log_trajectory,
-                            batch.object_metadata.object_types, mc.tokenizer)
-  like = jax.eval_shape(lambda: motion_lm.init(jax.random.key(0), mc, scene,
-                                               toks))
+  # Shapes only: nothing is tokenized or initialised.
+  like = jax.eval_shape(lambda b: motion_lm.init(
+      jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
   path = (config.evaluate.checkpoint or
           str(workdir / 'pretrain' / 'checkpoints'))
   return mc, checkpoint.load_params(path, like), path

@@ -152,8 +152,6 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
   num_rows = batch * num_rollouts
   num_agents = valid.shape[-1]
   cache = motion_lm.init_cache(config, num_rows, num_agents)
-  table = jnp.asarray(tokenizer.action_table(tok))[
-      jnp.clip(types, 0, len(datatypes.ObjectTypeIds) - 1)]  # (BR, A, V, 2)
   # One independent stream per (scenario, rollout).
   keys = jax.random.split(rng, num_rows)
 
@@ -172,8 +170,7 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1),
                              token[..., None], -1)[..., 0]
     lp = jnp.where(valid, lp, 0.0)
-    action = jnp.take_along_axis(table, token[..., None, None], axis=-2)[
-        ..., 0, :]
+    action = tokenizer.token_actions(token, types, tok)
     end, path = tokenizer.hold(pose, action, tok)
     prev = jnp.where(valid, token, config.vocab_size)
     return (end, prev, cache), (token, lp, path, pose)
