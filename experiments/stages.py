@@ -67,6 +67,13 @@ def _check(config: ml_collections.ConfigDict) -> None:
         womd.expand_paths(config.pretrain.eval_glob.split(','))
       except FileNotFoundError as e:
         raise ValueError(f'config.pretrain.eval_glob: {e}') from None
+  if 'collect' in config.stages:
+    ranking_config(config)
+    if config.collect.glob:
+      try:
+        womd.expand_paths(config.collect.glob.split(','))
+      except FileNotFoundError as e:
+        raise ValueError(f'config.collect.glob: {e}') from None
 
 
 def _reader_config(config) -> womd.ReaderConfig:
@@ -306,8 +313,12 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
           f'{evals}; {out}')
 
 
-def _load_model(config, workdir: pathlib.Path, sample_state):
-  """The model config and the parameters of config.evaluate.checkpoint."""
+def _load_model(config, workdir: pathlib.Path, sample_state,
+                checkpoint_dir: str = ''):
+  """The model config and the parameters of a checkpoint directory.
+
+  ``checkpoint_dir`` empty: the pre-training run's (WORKDIR/pretrain).
+  """
   from prefalign.model import motion_lm  # pylint: disable=g-import-not-at-top
   from prefalign.train import checkpoint  # pylint: disable=g-import-not-at-top
   from prefalign.train import steps  # pylint: disable=g-import-not-at-top
@@ -316,8 +327,7 @@ def _load_model(config, workdir: pathlib.Path, sample_state):
   # Shapes only: nothing is tokenized or initialised.
   like = jax.eval_shape(lambda b: motion_lm.init(
       jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
-  path = (config.evaluate.checkpoint or
-          str(workdir / 'pretrain' / 'checkpoints'))
+  path = checkpoint_dir or str(workdir / 'pretrain' / 'checkpoints')
   return mc, checkpoint.load_params(path, like), path
 
 
@@ -348,7 +358,8 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
       max_traffic_lights=config.data.max_traffic_lights)
   sets = _eval_sets(config, workdir)
   first = next(womd.read_examples(sets[0][1], reader))
-  mc, params, ckpt = _load_model(config, workdir, first.state)
+  mc, params, ckpt = _load_model(config, workdir, first.state,
+                                 config.evaluate.checkpoint)
   results, exported = {}, {}
   for name, patterns in sets:
     protos = []
@@ -403,12 +414,72 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
   return '; '.join(parts) + f'; {out / "report.md"}'
 
 
+def ranking_config(config) -> 'preference.RankingConfig':
+  """The RankingConfig of ``config.collect`` (errors name the key)."""
+  from prefalign import preference  # pylint: disable=g-import-not-at-top
+  c = config.collect
+  try:
+    weights = tuple(float(w) for w in str(c.weights).split(','))
+  except ValueError:
+    raise ValueError(f'config.collect.weights={c.weights!r}: expected 5 '
+                     'comma-separated numbers') from None
+  try:
+    sinkhorn = preference.SinkhornConfig(
+        epsilon=c.epsilon, num_iterations=c.num_iterations, anneal=c.anneal,
+        backend=c.backend)
+    rc = preference.RankingConfig(
+        strategy=c.strategy, feature_set=c.feature_set, weights=weights,
+        agents=c.agents, aggregate=c.aggregate, num_pairs=c.num_pairs,
+        pairing=c.pairing, sinkhorn=sinkhorn)
+    rc.check(c.num_rollouts)
+  except ValueError as e:
+    raise ValueError(f'config.collect: {e}') from None
+  return rc
+
+
+def collect_files(config, workdir: pathlib.Path) -> list[str]:
+  if config.collect.glob:
+    return womd.expand_paths(config.collect.glob.split(','))
+  return data_files(config, workdir)
+
+
+def stage_collect(config, workdir: pathlib.Path) -> str:
+  """Preference data: rank the reference model's rollouts, write shards."""
+  from prefalign.preference import dataset  # pylint: disable=g-import-not-at-top
+  c = config.collect
+  out = workdir / c.output
+  if (out / 'summary.json').exists():
+    return f'{out / "summary.json"} exists (skipped)'
+  reader = womd.ReaderConfig(
+      max_num_objects=c.max_num_objects,
+      max_roadgraph_points=config.data.max_roadgraph_points,
+      max_traffic_lights=config.data.max_traffic_lights)
+  files = collect_files(config, workdir)
+  first = next(womd.read_examples(files, reader))
+  mc, params, ckpt = _load_model(config, workdir, first.state, c.checkpoint)
+  summary = dataset.collect(
+      params, mc, womd.read_examples(files, reader), out,
+      ranking_config=ranking_config(config), num_rollouts=c.num_rollouts,
+      temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+      scenarios_per_shard=c.scenarios_per_shard, seed=config.seed,
+      max_scenarios=c.max_scenarios,
+      meta={'checkpoint': os.path.abspath(ckpt), 'files': files})
+  gap = summary['gap']
+  return (f'{summary["num_scenarios"]} scenarios, {summary["num_pairs"]} '
+          f'pairs; OT distance median '
+          f'{summary["ot_distance"].get("median", float("nan")):.3f}, '
+          f'preferred-unpreferred gap median '
+          f'{gap.get("median", float("nan")):.3f}; OT/ADE rank correlation '
+          f'{summary["ot_ade_spearman"]:.2f}; {out}')
+
+
 STAGES: dict[str, Callable] = {
     'data': stage_data,
     'inspect': stage_inspect,
     'replay': stage_replay,
     'pretrain': stage_pretrain,
     'evaluate': stage_evaluate,
+    'collect': stage_collect,
 }
 
 

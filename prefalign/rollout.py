@@ -38,6 +38,7 @@ from prefalign.model import tokenizer
 from prefalign.sim import dynamics as dynamics_lib
 
 __all__ = ['Rollouts', 'sample_rollouts', 'filter_logits', 'as_tokens',
+           'replay_tokens',
            'tile', 'to_metric_trajectory', 'MotionLMActor', 'ActorState',
            'ActorOutput']
 
@@ -221,6 +222,47 @@ def as_tokens(rollouts: Rollouts) -> tokenizer.Tokens:
   return tokenizer.Tokens(tokens=tokens, valid=valid, reconstruction=recon,
                           recon_valid=flat(rollouts.trajectory.valid),
                           start_pose=start, start_valid=valid)
+
+
+def replay_tokens(state: datatypes.SimulatorState, token_ids: jax.Array,
+                  config: motion_lm.ModelConfig) -> tokenizer.Tokens:
+  """Teacher-forcing inputs of sampled token ids, rebuilt from the log.
+
+  The sampler's rollouts are determined by the scenario's current state and
+  their token ids, so stored ids (preference data) replay to what
+  ``as_tokens`` gives for the same rollouts.
+
+  Args:
+    state: SimulatorState (..., N, 91) the rollouts started from.
+    token_ids: int (..., R, N, K) token ids; rows not simulated are ignored.
+    config: the model's config.
+
+  Returns:
+    Tokens (..., R, N, K), valid for the simulated rows at every step.
+  """
+  tok = config.tokenizer
+  now = jax.tree.map(lambda a: a[..., _NOW], state.log_trajectory)
+  sim = state.object_metadata.is_valid & now.valid  # (..., N)
+  pose0 = tokenizer.Pose(x=now.x, y=now.y, yaw=now.yaw, vel_x=now.vel_x,
+                         vel_y=now.vel_y)
+  pose0 = jax.tree.map(lambda a: jnp.where(sim, a, 0.0), pose0)
+  reps = token_ids.shape[-3]
+  pose0 = jax.tree.map(
+      lambda a: jnp.broadcast_to(a[..., None, :], a.shape[:-1] + (reps,) +
+                                 a.shape[-1:]), pose0)
+  types = jnp.broadcast_to(state.object_metadata.object_types[..., None, :],
+                           pose0.x.shape)
+  ids = token_ids.astype(jnp.int32)
+  recon = tokenizer.detokenize(pose0, ids, types, tok)
+  steps = tok.steps_per_token
+  start = jax.tree.map(
+      lambda p0, r: jnp.concatenate(
+          [p0[..., None], r[..., steps - 1:-1:steps]], axis=-1), pose0, recon)
+  valid = jnp.broadcast_to(sim[..., None, :, None], ids.shape)
+  return tokenizer.Tokens(
+      tokens=jnp.where(valid, ids, 0), valid=valid, reconstruction=recon,
+      recon_valid=jnp.broadcast_to(sim[..., None, :, None], recon.x.shape),
+      start_pose=start, start_valid=valid)
 
 
 def to_metric_trajectory(rollouts: Rollouts,

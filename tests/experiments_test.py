@@ -128,3 +128,20 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   md = (tmp_path / 'evaluate' / 'report.md').read_text()
   assert '| constant_velocity |' in md
   assert list((tmp_path / 'evaluate').glob('sumo_heldout_*_rollout0.gif'))
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('strategy', 'l2', 'config.collect: .*strategy'),
+    ('weights', '10,5', 'config.collect: weights: expected 5'),
+    ('weights', 'a,b', 'config.collect.weights'),
+    ('num_pairs', 9, 'config.collect: 16 rollouts cannot give 9'),
+    ('backend', 'pot', 'config.collect: .*backend'),
+    ('glob', '/nowhere/x-*.tfrecord', 'config.collect.glob: no file'),
+])
+def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
+  from experiments.configs import collect  # pylint: disable=g-import-not-at-top
+  config = collect.get_config('runlocal')
+  config.collect[key] = value
+  with pytest.raises(ValueError, match=match):
+    stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()

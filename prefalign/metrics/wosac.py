@@ -31,6 +31,8 @@ from prefalign import datatypes
 from prefalign.metrics import features as F
 
 __all__ = [
+    'full_trajectories',
+    'sim_agents',
     'FeatureConfig',
     'MetricConfig',
     'CHALLENGE_2024',
@@ -259,11 +261,12 @@ def _check_slots(state: datatypes.SimulatorState, max_evaluated: int) -> None:
                      f'but max_evaluated={max_evaluated}; raise it')
 
 
-def _sim_agents(state):
+def sim_agents(state: datatypes.SimulatorState) -> jax.Array:
+  """(N,) bool: the objects a rollout simulates (valid at the current step)."""
   return state.object_metadata.is_valid & state.log_trajectory.valid[:, NOW]
 
 
-def _full_trajectories(state: datatypes.SimulatorState,
+def full_trajectories(state: datatypes.SimulatorState,
                        rollouts: datatypes.Trajectory) -> datatypes.Trajectory:
   """(R + 1, N, 91): row 0 the log, rows 1.. the rollouts after the history.
 
@@ -278,7 +281,7 @@ def _full_trajectories(state: datatypes.SimulatorState,
                        getattr(log, n)[:, NOW + 1:].shape)], axis=-1)
           for n in ('length', 'width', 'height')}
   log = log.replace(**held)
-  agents = _sim_agents(state)
+  agents = sim_agents(state)
   r = rollouts.x.shape[0]
   hist = jax.tree.map(lambda a: a[:, :NOW + 1], log)
 
@@ -368,7 +371,7 @@ def scenario_features(state: datatypes.SimulatorState,
   """
   _check_slots(state, max_evaluated)
   eval_index, eval_mask = evaluated_index(state, max_evaluated)
-  full = _full_trajectories(state, rollouts)  # (R + 1, N, 91)
+  full = full_trajectories(state, rollouts)  # (R + 1, N, 91)
   ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), full)
   speed, accel, ang_speed, ang_accel = F.kinematic_features(
       ev.x, ev.y, ev.z, ev.yaw)

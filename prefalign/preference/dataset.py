@@ -1,0 +1,407 @@
+"""Preference data: collected offline from the reference model, streamed back.
+
+``collect`` samples R rollouts of every scenario with the frozen reference
+model, ranks them (``ranking.rank_rollouts``) and writes one record per
+scenario into sharded files of a directory::
+
+  DIR/meta.json                     what was collected, and how
+  DIR/preferences-00000.tfrecord    records of scenarios 0 .. S - 1
+  DIR/preferences-00001.tfrecord    scenarios S .. 2S - 1, ...
+  DIR/summary.json, DIR/distances.png   distance distributions (at the end)
+
+A shard is written to a temporary name and renamed when complete, so an
+interrupted collection resumes at the first missing shard and produces the
+same records (scenario i samples with ``fold_in(key(seed), i)``). Shards use
+the TFRecord framing of ``data.tfrecord`` (checksummed); each record is an
+``.npz`` payload of a ``PreferenceRecord``.
+
+A record holds token ids, not trajectories: the scenario (re-read from its
+source file, checked by scenario id) and the ids determine the rollouts
+(``rollout.replay_tokens``), and the logged demonstration (index -1 in
+pairs, the adversarial baseline's preferred side) is re-tokenized from the
+log. ``sequence_tokens`` rebuilds the model's teacher-forcing inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+import os
+import pathlib
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from prefalign import datatypes
+from prefalign import rollout
+from prefalign.data import tfrecord
+from prefalign.data import womd
+from prefalign.model import motion_lm
+from prefalign.model import tokenizer
+from prefalign.preference import ranking as ranking_lib
+
+__all__ = ['PreferenceRecord', 'encode_record', 'decode_record',
+           'shard_path', 'read_records', 'collect', 'sequence_tokens',
+           'summarize', 'LOG']
+
+LOG = ranking_lib.LOG
+_SHARD = 'preferences-{:05d}.tfrecord'
+_ARRAYS = ('sequences', 'sequence_rollout', 'pairs', 'distances',
+           'ot_distances', 'ade', 'agent_distances', 'agent_counted')
+
+
+@dataclasses.dataclass
+class PreferenceRecord:
+  """The preference data of one scenario (R rollouts, U sequences, P pairs).
+
+  Attributes:
+    scenario_id: the scenario's id.
+    source: the WOMD file it was read from.
+    record: its record index in that file.
+    sequences: int16 (U, N, K) token ids of every rollout some pair uses.
+    sequence_rollout: int32 (U,) which rollout each sequence is (-1: the
+      logged demonstration, closed-loop tokenized).
+    pairs: int32 (P, 2) (preferred, unpreferred) indices into ``sequences``.
+    distances: float32 (R,) the distance the ranking used.
+    ot_distances: float32 (R,) OT occupancy distance of every rollout.
+    ade: float32 (R,) mean displacement from the log.
+    agent_distances: float32 (R, E) per-agent OT distance.
+    agent_counted: bool (E,) agents in the scene distance.
+  """
+  scenario_id: str
+  source: str
+  record: int
+  sequences: np.ndarray
+  sequence_rollout: np.ndarray
+  pairs: np.ndarray
+  distances: np.ndarray
+  ot_distances: np.ndarray
+  ade: np.ndarray
+  agent_distances: np.ndarray
+  agent_counted: np.ndarray
+
+  @property
+  def preferred_rollouts(self) -> np.ndarray:
+    """int32 (P,) rollout index of each pair's preferred side (-1: log)."""
+    return self.sequence_rollout[self.pairs[:, 0]]
+
+  @property
+  def unpreferred_rollouts(self) -> np.ndarray:
+    return self.sequence_rollout[self.pairs[:, 1]]
+
+
+def encode_record(rec: PreferenceRecord) -> bytes:
+  """The record as ``.npz`` bytes (no pickling)."""
+  buf = io.BytesIO()
+  np.savez_compressed(
+      buf, scenario_id=np.array(rec.scenario_id), source=np.array(rec.source),
+      record=np.array(rec.record, np.int64),
+      **{k: np.asarray(getattr(rec, k)) for k in _ARRAYS})
+  return buf.getvalue()
+
+
+def decode_record(data: bytes, where: str = '<bytes>') -> PreferenceRecord:
+  """Inverse of ``encode_record``; ``where`` names the record in errors."""
+  try:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+      fields = {k: z[k] for k in z.files}
+    rec = PreferenceRecord(
+        scenario_id=str(fields.pop('scenario_id')),
+        source=str(fields.pop('source')),
+        record=int(fields.pop('record')),
+        **{k: fields.pop(k) for k in _ARRAYS})
+  except (ValueError, KeyError, OSError, TypeError) as e:
+    raise tfrecord.DataError(f'{where}: not a preference record ({e})') from e
+  u = rec.sequences.shape[0]
+  if rec.pairs.ndim != 2 or rec.pairs.shape[1] != 2 or (
+      rec.pairs.size and (rec.pairs.min() < 0 or rec.pairs.max() >= u)):
+    raise tfrecord.DataError(f'{where} ({rec.scenario_id}): pairs index '
+                             f'outside the {u} stored sequences')
+  return rec
+
+
+def shard_path(directory: os.PathLike, index: int) -> pathlib.Path:
+  return pathlib.Path(directory) / _SHARD.format(index)
+
+
+def _shards(directory: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(directory.glob('preferences-*.tfrecord'))
+
+
+def read_records(directory: os.PathLike) -> Iterator[PreferenceRecord]:
+  """Streams every record of a preference directory, shard by shard.
+
+  Raises:
+    FileNotFoundError: no shard in ``directory``.
+    tfrecord.DataError: a corrupt shard or record (named).
+  """
+  directory = pathlib.Path(directory)
+  shards = _shards(directory)
+  if not shards:
+    raise FileNotFoundError(f'{directory}: no preference shards '
+                            '(preferences-*.tfrecord); run the collect stage')
+  for path in shards:
+    for index, data in tfrecord.read_records(path):
+      yield decode_record(data, f'{path} record {index}')
+
+
+def sequence_tokens(state: datatypes.SimulatorState, sequences: jax.Array,
+                    sequence_rollout: jax.Array,
+                    config: motion_lm.ModelConfig) -> tokenizer.Tokens:
+  """Teacher-forcing inputs of a record's sequences.
+
+  Args:
+    state: unbatched SimulatorState of the record's scenario.
+    sequences: int (U, N, K) token ids.
+    sequence_rollout: int (U,) rollout index, -1 for the logged
+      demonstration.
+    config: the model's config.
+
+  Returns:
+    Tokens (U, N, K): generated sequences replayed from the current state
+    (``rollout.replay_tokens``), the log's its closed-loop tokenization.
+  """
+  gen = rollout.replay_tokens(state, sequences, config)
+  log = tokenizer.tokenize(state.log_trajectory,
+                           state.object_metadata.object_types,
+                           config.tokenizer)
+  is_log = jnp.asarray(sequence_rollout) == LOG
+
+  def pick(g, l):
+    mask = is_log.reshape(is_log.shape + (1,) * (g.ndim - 1))
+    return jnp.where(mask, l[None], g)
+
+  return jax.tree.map(pick, gen, log)
+
+
+def _unique_sequences(r: ranking_lib.Ranking) -> tuple[np.ndarray, np.ndarray]:
+  """(rollout index of each stored sequence, pairs indexing them)."""
+  pref = np.asarray(r.preferred)
+  unpref = np.asarray(r.unpreferred)
+  used, inverse = np.unique(np.concatenate([pref, unpref]),
+                            return_inverse=True)
+  pairs = inverse.reshape(2, -1).T.astype(np.int32)
+  return used.astype(np.int32), pairs
+
+
+def _meta(config: dict) -> dict:
+  return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def _check_meta(directory: pathlib.Path, meta: dict) -> None:
+  path = directory / 'meta.json'
+  if not path.exists():
+    tmp = path.with_suffix('.json.tmp')
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return
+  old = json.loads(path.read_text())
+  if old != meta:
+    keys = sorted(k for k in set(old) | set(meta)
+                  if old.get(k) != meta.get(k))
+    raise ValueError(
+        f'{path}: this directory holds preference data collected with a '
+        f'different setup ({", ".join(keys)} differ); use a new directory '
+        'or remove it')
+
+
+def collect(params, model_config: motion_lm.ModelConfig,
+            examples: Iterable[womd.ScenarioExample],
+            directory: os.PathLike, *,
+            ranking_config: ranking_lib.RankingConfig = (
+                ranking_lib.RankingConfig()),
+            num_rollouts: int = 64, temperature: float = 1.0,
+            top_k: int = 0, top_p: float = 1.0,
+            scenarios_per_shard: int = 64, seed: int = 0,
+            max_scenarios: int = 0, meta: Optional[dict] = None,
+            progress: bool = True,
+            on_record: Optional[Callable[[PreferenceRecord], None]] = None
+            ) -> dict[str, Any]:
+  """Samples, ranks and writes the preference data of some scenarios.
+
+  Args:
+    params: the reference model's parameters.
+    model_config: its config.
+    examples: scenarios (``womd.read_examples``); read in order.
+    directory: output directory (created; resumed if it holds shards of the
+      same setup).
+    ranking_config: how rollouts are ranked and paired.
+    num_rollouts: R, rollouts per scenario (the paper: 64).
+    temperature, top_k, top_p: sampling.
+    scenarios_per_shard: scenarios per shard file.
+    seed: scenario i samples with ``fold_in(key(seed), i)``.
+    max_scenarios: stop after this many (0: all).
+    meta: extra JSON-able facts stored in meta.json (e.g. the checkpoint).
+    progress: a progress bar.
+    on_record: called with each new record.
+
+  Returns:
+    ``summarize`` of every record in the directory, also written to
+    summary.json (with distances.png).
+  """
+  ranking_config.check(num_rollouts)
+  if scenarios_per_shard < 1:
+    raise ValueError(f'scenarios_per_shard must be >= 1, got '
+                     f'{scenarios_per_shard}')
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  setup = _meta({'ranking': dataclasses.asdict(ranking_config),
+                 'model': dataclasses.asdict(model_config),
+                 'num_rollouts': num_rollouts, 'temperature': temperature,
+                 'top_k': top_k, 'top_p': top_p,
+                 'scenarios_per_shard': scenarios_per_shard, 'seed': seed,
+                 **(meta or {})})
+  _check_meta(directory, setup)
+  sample = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=model_config, num_rollouts=num_rollouts,
+      temperature=temperature, top_k=top_k, top_p=top_p))
+  rank = jax.jit(functools.partial(ranking_lib.rank_rollouts,
+                                   config=ranking_config))
+  tokenize = jax.jit(lambda s: tokenizer.tokenize(
+      s.log_trajectory, s.object_metadata.object_types,
+      model_config.tokenizer).tokens)
+  root = jax.random.key(seed)
+  it = iter(examples)
+  bar = tqdm.tqdm(total=max_scenarios or None, desc='collect',
+                  unit='scenario', disable=not progress)
+  index, shard, skipped = 0, 0, []
+  done = False
+  while not done:
+    path = shard_path(directory, shard)
+    chunk = []
+    for ex in it:
+      chunk.append(ex)
+      if len(chunk) == scenarios_per_shard or (
+          max_scenarios and index + len(chunk) >= max_scenarios):
+        break
+    if not chunk:
+      break
+    done = len(chunk) < scenarios_per_shard or bool(
+        max_scenarios and index + len(chunk) >= max_scenarios)
+    if path.exists():  # written by an earlier run: resume after it
+      index += len(chunk)
+      bar.update(len(chunk))
+      shard += 1
+      continue
+    with tfrecord.TFRecordWriter(path) as writer:
+      for ex in chunk:
+        key = jax.random.fold_in(root, index)
+        batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
+        out = sample(params, batch, jax.random.fold_in(key, 0))
+        traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out))
+        r = jax.device_get(rank(ex.state, traj, jax.random.fold_in(key, 1)))
+        index += 1
+        bar.update(1)
+        if not np.any(r.agent_counted):
+          skipped.append(ex.scenario_id)
+          continue
+        used, pairs = _unique_sequences(r)
+        ids = np.asarray(out.tokens[0])[np.maximum(used, 0)]
+        if np.any(used == LOG):
+          ids[used == LOG] = np.asarray(tokenize(ex.state))
+        rec = PreferenceRecord(
+            scenario_id=ex.scenario_id, source=str(ex.path or ''),
+            record=int(ex.record if ex.record is not None else -1),
+            sequences=ids.astype(np.int16), sequence_rollout=used,
+            pairs=pairs, distances=np.asarray(r.distances, np.float32),
+            ot_distances=np.asarray(r.ot_distances, np.float32),
+            ade=np.asarray(r.ade, np.float32),
+            agent_distances=np.asarray(r.agent_distances, np.float32),
+            agent_counted=np.asarray(r.agent_counted))
+        writer.write(encode_record(rec))
+        if on_record is not None:
+          on_record(rec)
+    shard += 1
+  bar.close()
+  if index == 0:
+    raise ValueError('collect: no scenarios to read')
+  summary = summarize(read_records(directory))
+  summary['skipped_no_agents'] = skipped
+  tmp = directory / 'summary.json.tmp'
+  tmp.write_text(json.dumps(summary, indent=1))
+  os.replace(tmp, directory / 'summary.json')
+  plot_distances(directory)
+  return summary
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+  if x.size == 0:
+    return {}
+  q = np.percentile(x, [5, 25, 50, 75, 95])
+  return {'mean': float(np.mean(x)), 'std': float(np.std(x)),
+          'p5': float(q[0]), 'p25': float(q[1]), 'median': float(q[2]),
+          'p75': float(q[3]), 'p95': float(q[4])}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+  ra = np.argsort(np.argsort(a)).astype(np.float64)
+  rb = np.argsort(np.argsort(b)).astype(np.float64)
+  if ra.std() == 0 or rb.std() == 0:
+    return float('nan')
+  return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def summarize(records: Iterable[PreferenceRecord]) -> dict[str, Any]:
+  """Distance distributions of a preference dataset.
+
+  Returns:
+    'num_scenarios', 'num_pairs', 'num_log_pairs'; 'ot_distance' (all
+    rollouts), 'preferred_distance', 'unpreferred_distance' and 'gap'
+    (unpreferred - preferred ranking distance per pair; > 0 for rankings),
+    each as mean/std/percentiles; 'ot_ade_spearman' (mean over scenarios of
+    the rank correlation of OT and ADE across rollouts).
+  """
+  ot_all, pref, unpref, gaps, rho = [], [], [], [], []
+  num_pairs = num_log = n = 0
+  for rec in records:
+    n += 1
+    ot_all.append(rec.ot_distances)
+    d = np.concatenate([rec.distances, [0.0]])  # index -1: the log
+    p, u = rec.preferred_rollouts, rec.unpreferred_rollouts
+    pref.append(d[p])
+    unpref.append(d[u])
+    gaps.append(d[u] - d[p])
+    num_pairs += len(p)
+    num_log += int(np.sum(p == LOG))
+    rho.append(_spearman(rec.ot_distances, rec.ade))
+  cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
+  rho = np.asarray(rho, np.float64)
+  return {
+      'num_scenarios': n, 'num_pairs': num_pairs, 'num_log_pairs': num_log,
+      'ot_distance': _stats(cat(ot_all)),
+      'preferred_distance': _stats(cat(pref)),
+      'unpreferred_distance': _stats(cat(unpref)), 'gap': _stats(cat(gaps)),
+      'ot_ade_spearman': (float(np.nanmean(rho)) if np.any(np.isfinite(rho))
+                          else float('nan')),
+  }
+
+
+def plot_distances(directory: os.PathLike) -> pathlib.Path:
+  """DIR/distances.png: OT distances of all, preferred, unpreferred rollouts."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  all_d, pref, unpref = [], [], []
+  for rec in read_records(directory):
+    all_d.append(rec.ot_distances)
+    ok = lambda idx: rec.ot_distances[idx[idx >= 0]]
+    pref.append(ok(rec.preferred_rollouts))
+    unpref.append(ok(rec.unpreferred_rollouts))
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  bins = np.histogram_bin_edges(np.concatenate(all_d), bins=40)
+  for xs, label in ((all_d, 'all rollouts'), (pref, 'preferred'),
+                    (unpref, 'unpreferred')):
+    ax.hist(np.concatenate(xs), bins=bins, alpha=0.5, label=label)
+  ax.set_xlabel('OT occupancy distance to the log (scene mean)')
+  ax.set_ylabel('rollouts')
+  ax.legend()
+  fig.tight_layout()
+  path = pathlib.Path(directory) / 'distances.png'
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

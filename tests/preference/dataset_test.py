@@ -1,0 +1,138 @@
+"""Offline preference collection: records, shards, resume, replay."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from prefalign import rollout
+from prefalign.data import tfrecord
+from prefalign.data import womd
+from prefalign.model import motion_lm
+from prefalign.preference import dataset
+from prefalign.preference import ranking
+from prefalign.train import steps
+from tests.train.conftest import READER
+from tests.train.conftest import TINY_MODEL
+from tests.train.conftest import write_scenarios
+
+CONFIG = ranking.RankingConfig(num_pairs=2)
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp('prefs')
+  path = write_scenarios(root / 'scenarios.tfrecord', 3, seed=5)
+  examples = list(womd.read_examples([path], READER))
+  batch = jax.tree.map(lambda a: np.asarray(a)[None], examples[0].state)
+  params = motion_lm.init(jax.random.key(0), TINY_MODEL,
+                          *steps.model_inputs(batch, TINY_MODEL))
+  return root, path, examples, params
+
+
+def _collect(setup, out, **kw):
+  root, path, _, params = setup
+  args = dict(ranking_config=CONFIG, num_rollouts=4, scenarios_per_shard=2,
+              seed=3, progress=False)
+  args.update(kw)
+  return dataset.collect(params, TINY_MODEL,
+                         womd.read_examples([path], READER), root / out,
+                         **args)
+
+
+def _bytes(directory):
+  return {p.name: p.read_bytes()
+          for p in sorted(directory.glob('preferences-*.tfrecord'))}
+
+
+def test_collect_writes_shards_and_summary(setup):
+  summary = _collect(setup, 'a')
+  root, _, examples, _ = setup
+  assert sorted(_bytes(root / 'a')) == ['preferences-00000.tfrecord',
+                                        'preferences-00001.tfrecord']
+  recs = list(dataset.read_records(root / 'a'))
+  assert [r.scenario_id for r in recs] == [e.scenario_id for e in examples]
+  assert summary['num_scenarios'] == 3 and summary['num_pairs'] == 6
+  assert (root / 'a' / 'summary.json').exists()
+  assert (root / 'a' / 'distances.png').exists()
+  for r in recs:
+    assert r.record in (0, 1, 2) and r.source.endswith('scenarios.tfrecord')
+    d = r.distances
+    # Every preferred rollout is at least as close as every unpreferred one.
+    assert d[r.preferred_rollouts].max() <= d[r.unpreferred_rollouts].min()
+    assert r.sequences.shape == (4, 8, TINY_MODEL.num_steps)
+  assert summary['gap']['p5'] >= 0
+
+
+def test_resume_rewrites_only_missing_shards(setup):
+  _collect(setup, 'b')
+  root = setup[0]
+  before = _bytes(root / 'b')
+  (root / 'b' / 'preferences-00001.tfrecord').unlink()
+  (root / 'b' / 'summary.json').unlink()
+  _collect(setup, 'b')
+  assert _bytes(root / 'b') == before
+
+
+def test_other_setup_in_same_directory_is_refused(setup):
+  _collect(setup, 'c')
+  with pytest.raises(ValueError, match='different setup.*num_rollouts'):
+    _collect(setup, 'c', num_rollouts=5)
+
+
+def test_corrupt_shard_names_file_and_record(setup):
+  _collect(setup, 'd')
+  root = setup[0]
+  path = root / 'd' / 'preferences-00000.tfrecord'
+  data = bytearray(path.read_bytes())
+  data[-10] ^= 0xFF
+  path.write_bytes(bytes(data))
+  with pytest.raises(tfrecord.DataError, match='preferences-00000'):
+    list(dataset.read_records(root / 'd'))
+  with pytest.raises(FileNotFoundError, match='no preference shards'):
+    list(dataset.read_records(root / 'nothing'))
+
+
+def test_record_roundtrip_and_bad_pairs():
+  rec = dataset.PreferenceRecord(
+      scenario_id='s', source='f', record=2,
+      sequences=np.zeros((2, 3, 4), np.int16),
+      sequence_rollout=np.array([-1, 5], np.int32),
+      pairs=np.array([[0, 1]], np.int32), distances=np.ones(6, np.float32),
+      ot_distances=np.ones(6, np.float32), ade=np.ones(6, np.float32),
+      agent_distances=np.ones((6, 3), np.float32),
+      agent_counted=np.ones(3, bool))
+  back = dataset.decode_record(dataset.encode_record(rec))
+  assert back.scenario_id == 's' and back.record == 2
+  np.testing.assert_array_equal(back.preferred_rollouts, [-1])
+  rec.pairs = np.array([[0, 2]], np.int32)
+  with pytest.raises(tfrecord.DataError, match='pairs index'):
+    dataset.decode_record(dataset.encode_record(rec), 'here')
+  with pytest.raises(tfrecord.DataError, match='here: not a preference'):
+    dataset.decode_record(b'garbage', 'here')
+
+
+def test_replayed_tokens_score_like_the_sampler(setup):
+  _, _, examples, params = setup
+  state = examples[1].state
+  batch = jax.tree.map(lambda a: np.asarray(a)[None], state)
+  out = jax.jit(functools.partial(rollout.sample_rollouts, config=TINY_MODEL,
+                                  num_rollouts=3))(params, batch,
+                                                   jax.random.key(4))
+  direct = rollout.as_tokens(out)
+  replay = rollout.replay_tokens(state, out.tokens[0], TINY_MODEL)
+  for a, b in zip(jax.tree.leaves(direct.start_pose),
+                  jax.tree.leaves(replay.start_pose)):
+    np.testing.assert_allclose(a, b, atol=1e-3)
+  scene = steps.model_inputs(batch, TINY_MODEL)[0]
+  lp = motion_lm.log_probs(params, rollout.tile(scene, 3), replay,
+                           config=TINY_MODEL)
+  np.testing.assert_allclose(lp, out.log_probs[0], atol=1e-4)
+  # The log as a sequence: its closed-loop tokenization.
+  toks = dataset.sequence_tokens(state, out.tokens[0, :2],
+                                 np.array([-1, 1]), TINY_MODEL)
+  log = steps.model_inputs(batch, TINY_MODEL)[1]
+  np.testing.assert_array_equal(toks.tokens[0], log.tokens[0])
+  np.testing.assert_array_equal(toks.tokens[1],
+                                np.where(replay.valid[1], out.tokens[0, 1], 0))

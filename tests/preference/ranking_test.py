@@ -1,0 +1,161 @@
+"""Occupancy features, rankings and pairs on small synthetic scenarios."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prefalign.data import synthetic
+from prefalign.data import womd
+from prefalign.metrics import wosac
+from prefalign.preference import occupancy
+from prefalign.preference import ot
+from prefalign.preference import ranking
+
+READER = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=1200,
+                           max_traffic_lights=2)
+
+
+@pytest.fixture(scope='module')
+def state():
+  scenario = synthetic.straight_road_scenario(
+      'rank-0', seed=3, num_vehicles=4, num_pedestrians=1, num_cyclists=0)
+  return womd.state_from_scenario(scenario, READER).state
+
+
+def _rollouts(state, num=8, seed=0):
+  """Log replay, then copies pushed sideways by growing amounts."""
+  log = wosac.log_rollouts(state, num)
+  rng = np.random.default_rng(seed)
+  scale = np.arange(num, dtype=np.float32)  # rollout 0: the log itself
+  t = np.arange(80, dtype=np.float32) / 80
+  shift = scale[:, None, None] * (0.4 + 0.1 * rng.random((num, 8, 1))) * t
+  return log.replace(y=log.y + shift.astype(np.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def _rank_fn(config):
+  return jax.jit(functools.partial(ranking.rank_rollouts, config=config))
+
+
+def test_features_shapes_and_masks(state):
+  roll = _rollouts(state, 4)
+  phi = jax.jit(occupancy.occupancy_features)(state, roll)
+  assert phi['features'].shape == (5, 8, 80, 5)
+  assert np.all(np.isfinite(phi['features']))
+  sim = np.asarray(wosac.sim_agents(state))
+  np.testing.assert_array_equal(phi['agent_mask'], sim)
+  valid = np.asarray(phi['valid'])
+  assert not valid[:, ~sim].any()
+  assert not valid[..., -2:].any()  # acceleration needs the next step
+  # Rollout steps count only where the log's do.
+  assert not np.any(valid[1:] & ~valid[:1])
+  # Rollout 0 replays the log: identical features.
+  np.testing.assert_allclose(phi['features'][1], phi['features'][0],
+                             atol=1e-5)
+
+
+def test_log_replay_ranks_first_and_order_follows_the_push(state):
+  r = _rank_fn(ranking.RankingConfig(num_pairs=2))(
+      state, _rollouts(state), jax.random.key(0))
+  assert int(r.order[0]) == 0
+  d = np.asarray(r.distances)
+  assert d[0] <= 0.1 * d[1:].min()  # entropic self-distance, not 0
+  assert np.all(np.diff(d) > 0), d  # monotone in the push
+  np.testing.assert_array_equal(r.preferred, [0, 1])
+  np.testing.assert_array_equal(r.unpreferred, [6, 7])
+
+
+def test_masked_agents_never_change_the_result(state):
+  roll = _rollouts(state)
+  sim = np.asarray(wosac.sim_agents(state))
+  # Move the rows that are not simulated somewhere else entirely.
+  moved = roll.replace(x=jnp.where(sim[None, :, None], roll.x, -3e4))
+  fn = _rank_fn(ranking.RankingConfig(num_pairs=2))
+  a = fn(state, roll, jax.random.key(0))
+  b = fn(state, moved, jax.random.key(0))
+  np.testing.assert_allclose(a.distances, b.distances, rtol=1e-5)
+
+
+@pytest.mark.parametrize('pairing', ranking.PAIRINGS)
+def test_pairings(pairing):
+  d = jnp.asarray(np.random.default_rng(0).permutation(12), jnp.float32)
+  pref, unpref = ranking.make_pairs(d, jax.random.key(1), num_pairs=3,
+                                    pairing=pairing)
+  if pairing == 'all':
+    assert len(pref) == 9
+    assert set(zip(np.asarray(pref), np.asarray(unpref))) == {
+        (p, u) for p in np.argsort(d)[:3] for u in np.argsort(d)[-3:]}
+    return
+  np.testing.assert_array_equal(pref, np.argsort(d)[:3])
+  assert set(np.asarray(unpref)) == set(np.argsort(d)[-3:])
+  if pairing == 'rank':
+    np.testing.assert_array_equal(unpref, np.argsort(d)[-3:])
+
+
+def test_strategies(state):
+  roll = _rollouts(state)
+  key = jax.random.key(2)
+  adv = _rank_fn(ranking.RankingConfig(strategy='adversarial', num_pairs=3))(
+      state, roll, key)
+  np.testing.assert_array_equal(adv.preferred, [-1, -1, -1])
+  assert len(set(np.asarray(adv.unpreferred))) == 3
+  ade = _rank_fn(ranking.RankingConfig(strategy='ade', num_pairs=2))(
+      state, roll, key)
+  np.testing.assert_allclose(ade.distances, ade.ade)
+  assert int(ade.order[0]) == 0
+  rnd = _rank_fn(ranking.RankingConfig(strategy='random', num_pairs=2))(
+      state, roll, key)
+  assert not np.allclose(rnd.distances, rnd.ot_distances)
+  np.testing.assert_allclose(rnd.ot_distances, ade.ot_distances, rtol=1e-6)
+
+
+def test_no_valid_agent_gives_zeros_not_nan(state):
+  empty = state.replace(object_metadata=state.object_metadata.replace(
+      is_valid=jnp.zeros_like(state.object_metadata.is_valid)))
+  r = _rank_fn(ranking.RankingConfig(num_pairs=2))(
+      empty, _rollouts(state), jax.random.key(0))
+  assert not np.any(r.agent_counted)
+  np.testing.assert_array_equal(r.distances, 0.0)
+  assert np.all(np.isfinite(r.ade))
+
+
+def test_feature_sets():
+  np.testing.assert_array_equal(occupancy.feature_weights('all'),
+                                [10, 5, 2, 1, 1])
+  np.testing.assert_array_equal(occupancy.feature_weights('collision'),
+                                [10, 0, 2, 0, 0])
+  np.testing.assert_array_equal(
+      occupancy.feature_weights('speed,road_edge'), [0, 5, 0, 0, 1])
+  with pytest.raises(ValueError, match='feature set'):
+    occupancy.feature_weights('safety')
+  with pytest.raises(ValueError, match='5 values'):
+    occupancy.feature_weights('all', (1, 2))
+
+
+@pytest.mark.parametrize('kw,match', [
+    (dict(strategy='l2'), 'strategy'), (dict(pairing='greedy'), 'pairing'),
+    (dict(aggregate='max'), 'aggregate'), (dict(num_pairs=0), 'num_pairs'),
+    (dict(feature_set='nope'), 'feature set')])
+def test_bad_ranking_config_is_named(kw, match):
+  with pytest.raises(ValueError, match=match):
+    ranking.RankingConfig(**kw)
+
+
+def test_too_few_rollouts_is_named(state):
+  with pytest.raises(ValueError, match='8 rollouts cannot give 16'):
+    ranking.rank_rollouts(state, _rollouts(state), jax.random.key(0),
+                          ranking.RankingConfig())
+
+
+def test_ott_backend_ranks_the_same(state):
+  pytest.importorskip('ott')
+  roll = _rollouts(state)
+  a = _rank_fn(ranking.RankingConfig(num_pairs=2))(state, roll,
+                                                   jax.random.key(0))
+  b = _rank_fn(ranking.RankingConfig(
+      num_pairs=2, sinkhorn=ot.SinkhornConfig(backend='ott')))(
+          state, roll, jax.random.key(0))
+  np.testing.assert_array_equal(a.order, b.order)
