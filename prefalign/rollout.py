@@ -121,6 +121,17 @@ def _split(tree, batch: int, num: int):
 
 
 @jax.named_scope('rollout.sample_rollouts')
+def _start_pose(state: datatypes.SimulatorState
+                ) -> tuple[tokenizer.Pose, jax.Array]:
+  """(Pose (..., N) at the current step, zero where not simulated; (..., N)
+  simulated rows)."""
+  now = jax.tree.map(lambda a: a[..., _NOW], state.log_trajectory)
+  sim = state.object_metadata.is_valid & now.valid
+  pose = tokenizer.Pose(x=now.x, y=now.y, yaw=now.yaw, vel_x=now.vel_x,
+                        vel_y=now.vel_y)
+  return jax.tree.map(lambda a: jnp.where(sim, a, 0.0), pose), sim
+
+
 def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                     *, config: motion_lm.ModelConfig, num_rollouts: int = 32,
                     temperature: float = 1.0, top_k: int = 0,
@@ -147,9 +158,8 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
   types = tile(scene.agent_type, num_rollouts)
   valid = tile(scene.agent_valid, num_rollouts)  # (BR, A)
   now = jax.tree.map(lambda a: a[..., _NOW], state.log_trajectory)
-  pose0 = tile(tokenizer.Pose(x=now.x, y=now.y, yaw=now.yaw, vel_x=now.vel_x,
-                              vel_y=now.vel_y), num_rollouts)
-  pose0 = jax.tree.map(lambda a: jnp.where(valid, a, 0.0), pose0)
+  pose0 = jax.tree.map(lambda a: jnp.where(valid, a, 0.0),
+                       tile(_start_pose(state)[0], num_rollouts))
   num_rows = batch * num_rollouts
   num_agents = valid.shape[-1]
   cache = motion_lm.init_cache(config, num_rows, num_agents)
@@ -241,11 +251,7 @@ def replay_tokens(state: datatypes.SimulatorState, token_ids: jax.Array,
     Tokens (..., R, N, K), valid for the simulated rows at every step.
   """
   tok = config.tokenizer
-  now = jax.tree.map(lambda a: a[..., _NOW], state.log_trajectory)
-  sim = state.object_metadata.is_valid & now.valid  # (..., N)
-  pose0 = tokenizer.Pose(x=now.x, y=now.y, yaw=now.yaw, vel_x=now.vel_x,
-                         vel_y=now.vel_y)
-  pose0 = jax.tree.map(lambda a: jnp.where(sim, a, 0.0), pose0)
+  pose0, sim = _start_pose(state)  # (..., N)
   reps = token_ids.shape[-3]
   pose0 = jax.tree.map(
       lambda a: jnp.broadcast_to(a[..., None, :], a.shape[:-1] + (reps,) +

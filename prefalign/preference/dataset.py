@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import itertools
 import json
 import os
 import pathlib
@@ -167,6 +168,9 @@ def sequence_tokens(state: datatypes.SimulatorState, sequences: jax.Array,
     (``rollout.replay_tokens``), the log's its closed-loop tokenization.
   """
   gen = rollout.replay_tokens(state, sequences, config)
+  if not isinstance(sequence_rollout, jax.core.Tracer) and not np.any(
+      np.asarray(sequence_rollout) == LOG):
+    return gen  # no log sequence: skip the (costly) closed-loop tokenizer
   log = tokenizer.tokenize(state.log_trajectory,
                            state.object_metadata.object_types,
                            config.tokenizer)
@@ -267,26 +271,19 @@ def collect(params, model_config: motion_lm.ModelConfig,
       model_config.tokenizer).tokens)
   root = jax.random.key(seed)
   it = iter(examples)
+  if max_scenarios:
+    it = itertools.islice(it, max_scenarios)
   bar = tqdm.tqdm(total=max_scenarios or None, desc='collect',
                   unit='scenario', disable=not progress)
-  index, shard, skipped = 0, 0, []
-  done = False
-  while not done:
-    path = shard_path(directory, shard)
-    chunk = []
-    for ex in it:
-      chunk.append(ex)
-      if len(chunk) == scenarios_per_shard or (
-          max_scenarios and index + len(chunk) >= max_scenarios):
-        break
+  index, skipped = 0, []
+  for shard in itertools.count():
+    chunk = list(itertools.islice(it, scenarios_per_shard))
     if not chunk:
       break
-    done = len(chunk) < scenarios_per_shard or bool(
-        max_scenarios and index + len(chunk) >= max_scenarios)
+    path = shard_path(directory, shard)
     if path.exists():  # written by an earlier run: resume after it
       index += len(chunk)
       bar.update(len(chunk))
-      shard += 1
       continue
     with tfrecord.TFRecordWriter(path) as writer:
       for ex in chunk:
@@ -316,16 +313,17 @@ def collect(params, model_config: motion_lm.ModelConfig,
         writer.write(encode_record(rec))
         if on_record is not None:
           on_record(rec)
-    shard += 1
   bar.close()
   if index == 0:
     raise ValueError('collect: no scenarios to read')
-  summary = summarize(read_records(directory))
+  # One pass over the shards serves the summary and the plot.
+  columns = _distance_columns(read_records(directory))
+  summary = _summary(columns)
   summary['skipped_no_agents'] = skipped
   tmp = directory / 'summary.json.tmp'
   tmp.write_text(json.dumps(summary, indent=1))
   os.replace(tmp, directory / 'summary.json')
-  plot_distances(directory)
+  _plot(columns, directory / 'distances.png')
   return summary
 
 
@@ -346,6 +344,44 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _distance_columns(records: Iterable[PreferenceRecord]
+                      ) -> dict[str, list]:
+  """Per record: every rollout's OT distance, the ranking distances of each
+  pair's sides (the log at 0), the OT distances of the generated sides, the
+  log-preferred count and the OT/ADE rank correlation."""
+  cols = {k: [] for k in ('ot', 'pref', 'unpref', 'ot_pref', 'ot_unpref',
+                          'num_log', 'rho')}
+  for rec in records:
+    d = np.concatenate([rec.distances, [0.0]])  # index -1: the log
+    p, u = rec.preferred_rollouts, rec.unpreferred_rollouts
+    cols['ot'].append(rec.ot_distances)
+    cols['pref'].append(d[p])
+    cols['unpref'].append(d[u])
+    cols['ot_pref'].append(rec.ot_distances[p[p >= 0]])
+    cols['ot_unpref'].append(rec.ot_distances[u[u >= 0]])
+    cols['num_log'].append(int(np.sum(p == LOG)))
+    cols['rho'].append(_spearman(rec.ot_distances, rec.ade))
+  return cols
+
+
+def _cat(xs: list) -> np.ndarray:
+  return np.concatenate(xs) if xs else np.zeros(0)
+
+
+def _summary(cols: dict[str, list]) -> dict[str, Any]:
+  pref, unpref = _cat(cols['pref']), _cat(cols['unpref'])
+  rho = np.asarray(cols['rho'], np.float64)
+  return {
+      'num_scenarios': len(cols['ot']), 'num_pairs': int(pref.size),
+      'num_log_pairs': int(sum(cols['num_log'])),
+      'ot_distance': _stats(_cat(cols['ot'])),
+      'preferred_distance': _stats(pref),
+      'unpreferred_distance': _stats(unpref), 'gap': _stats(unpref - pref),
+      'ot_ade_spearman': (float(np.nanmean(rho)) if np.any(np.isfinite(rho))
+                          else float('nan')),
+  }
+
+
 def summarize(records: Iterable[PreferenceRecord]) -> dict[str, Any]:
   """Distance distributions of a preference dataset.
 
@@ -356,52 +392,28 @@ def summarize(records: Iterable[PreferenceRecord]) -> dict[str, Any]:
     each as mean/std/percentiles; 'ot_ade_spearman' (mean over scenarios of
     the rank correlation of OT and ADE across rollouts).
   """
-  ot_all, pref, unpref, gaps, rho = [], [], [], [], []
-  num_pairs = num_log = n = 0
-  for rec in records:
-    n += 1
-    ot_all.append(rec.ot_distances)
-    d = np.concatenate([rec.distances, [0.0]])  # index -1: the log
-    p, u = rec.preferred_rollouts, rec.unpreferred_rollouts
-    pref.append(d[p])
-    unpref.append(d[u])
-    gaps.append(d[u] - d[p])
-    num_pairs += len(p)
-    num_log += int(np.sum(p == LOG))
-    rho.append(_spearman(rec.ot_distances, rec.ade))
-  cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
-  rho = np.asarray(rho, np.float64)
-  return {
-      'num_scenarios': n, 'num_pairs': num_pairs, 'num_log_pairs': num_log,
-      'ot_distance': _stats(cat(ot_all)),
-      'preferred_distance': _stats(cat(pref)),
-      'unpreferred_distance': _stats(cat(unpref)), 'gap': _stats(cat(gaps)),
-      'ot_ade_spearman': (float(np.nanmean(rho)) if np.any(np.isfinite(rho))
-                          else float('nan')),
-  }
+  return _summary(_distance_columns(records))
 
 
-def plot_distances(directory: os.PathLike) -> pathlib.Path:
-  """DIR/distances.png: OT distances of all, preferred, unpreferred rollouts."""
+def _plot(cols: dict[str, list], path: pathlib.Path) -> pathlib.Path:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  all_d, pref, unpref = [], [], []
-  for rec in read_records(directory):
-    all_d.append(rec.ot_distances)
-    ok = lambda idx: rec.ot_distances[idx[idx >= 0]]
-    pref.append(ok(rec.preferred_rollouts))
-    unpref.append(ok(rec.unpreferred_rollouts))
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  bins = np.histogram_bin_edges(np.concatenate(all_d), bins=40)
-  for xs, label in ((all_d, 'all rollouts'), (pref, 'preferred'),
-                    (unpref, 'unpreferred')):
-    ax.hist(np.concatenate(xs), bins=bins, alpha=0.5, label=label)
+  bins = np.histogram_bin_edges(_cat(cols['ot']), bins=40)
+  for key, label in (('ot', 'all rollouts'), ('ot_pref', 'preferred'),
+                     ('ot_unpref', 'unpreferred')):
+    ax.hist(_cat(cols[key]), bins=bins, alpha=0.5, label=label)
   ax.set_xlabel('OT occupancy distance to the log (scene mean)')
   ax.set_ylabel('rollouts')
   ax.legend()
   fig.tight_layout()
-  path = pathlib.Path(directory) / 'distances.png'
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def plot_distances(directory: os.PathLike) -> pathlib.Path:
+  """DIR/distances.png: OT distances of all, preferred, unpreferred rollouts."""
+  return _plot(_distance_columns(read_records(directory)),
+               pathlib.Path(directory) / 'distances.png')

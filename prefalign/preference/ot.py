@@ -136,9 +136,8 @@ def _native(cost: jax.Array, log_a: jax.Array, log_b: jax.Array,
   if 0 < config.anneal < 1:
     # Per problem: start where the kernel is smooth over the whole cost
     # range, shrink geometrically, hold at epsilon for the last iterations.
-    start = jnp.maximum(jnp.max(jnp.where(jnp.isfinite(log_a)[..., :, None] &
-                                          jnp.isfinite(log_b)[..., None, :],
-                                          cost, 0.0), axis=(-2, -1)), eps)
+    # Masked entries of ``cost`` are already 0 (``transport_cost``).
+    start = jnp.maximum(jnp.max(cost, axis=(-2, -1)), eps)
     decay = config.anneal ** jnp.arange(iters, dtype=jnp.float32)
     schedule = jnp.maximum(eps, start[None, :] * decay[:, None])  # (I, B)
   else:
@@ -175,8 +174,7 @@ def _ott(cost: jax.Array, log_a: jax.Array, log_b: jax.Array,
   def one(c, la, lb):
     a, b = jnp.exp(la), jnp.exp(lb)
     if 0 < config.anneal < 1:
-      start = jnp.maximum(jnp.max(jnp.where((a[:, None] > 0) & (b[None] > 0),
-                                            c, 0.0)), config.epsilon)
+      start = jnp.maximum(jnp.max(c), config.epsilon)
       eps = epsilon_scheduler.Epsilon(
           target=config.epsilon, init=start / config.epsilon,
           decay=config.anneal)

@@ -175,9 +175,15 @@ def make_pairs(distances: jax.Array, rng: jax.Array, *, num_pairs: int,
   Returns:
     ``(preferred, unpreferred)``, int32 (P,) each (P^2 for 'all').
   """
-  order = jnp.argsort(distances, stable=True).astype(jnp.int32)
+  return _pairs(jnp.argsort(distances, stable=True).astype(jnp.int32), rng,
+                num_pairs, pairing)
+
+
+def _pairs(order: jax.Array, rng: jax.Array, num_pairs: int,
+           pairing: str) -> tuple[jax.Array, jax.Array]:
+  """``make_pairs`` from the ranking order (closest first)."""
   best = order[:num_pairs]
-  worst = order[distances.shape[-1] - num_pairs:]
+  worst = order[order.shape[-1] - num_pairs:]
   if pairing == 'rank':
     return best, worst
   if pairing == 'random':
@@ -229,9 +235,8 @@ def rank_rollouts(state: datatypes.SimulatorState,
         strat_rng, num_rollouts)[:config.num_pairs].astype(jnp.int32)
     preferred = jnp.full_like(unpreferred, LOG)
   else:
-    preferred, unpreferred = make_pairs(
-        distances, pair_rng, num_pairs=config.num_pairs,
-        pairing=config.pairing)
+    preferred, unpreferred = _pairs(order, pair_rng, config.num_pairs,
+                                    config.pairing)
   return Ranking(distances=distances, ot_distances=ot_d, ade=ade,
                  agent_distances=per_agent, agent_counted=counted,
                  order=order, preferred=preferred, unpreferred=unpreferred)
