@@ -32,15 +32,20 @@ from scipy import optimize
 from prefalign.preference import occupancy
 from prefalign.preference import ot
 
+PLAIN = dict(relax=1.0, threshold=0.0)
 CONFIGS = [
-    ('native', dict(num_iterations=50)),
-    ('native', dict(num_iterations=100)),
-    ('native', dict(num_iterations=200)),
-    ('native', dict(num_iterations=200, dtype='bfloat16')),
-    ('native', dict(num_iterations=100, anneal=0.0)),
-    ('native', dict(num_iterations=200, epsilon=0.02)),
-    ('ott', dict(num_iterations=100, anneal=0.0, threshold=0.0)),
-    ('ott', dict(num_iterations=200, threshold=0.0)),
+    # The tracker's anchor: plain Sinkhorn, 100 iterations at epsilon 0.05.
+    ('native', dict(epsilon=0.05, num_iterations=100, anneal=0.0, **PLAIN)),
+    ('ott', dict(epsilon=0.05, num_iterations=100, anneal=0.0, **PLAIN)),
+    # The previous default: annealed, 200 plain iterations at 0.05.
+    ('native', dict(epsilon=0.05, num_iterations=200, anneal=0.9, **PLAIN)),
+    # The default: epsilon 0.01, annealed x0.95, over-relaxed (1.8), <= 600.
+    ('native', dict()),
+    ('native', dict(num_iterations=300)),
+    ('native', dict(epsilon=0.02, num_iterations=300)),
+    ('native', dict(dtype='bfloat16')),
+    ('native', dict(relax=1.0)),
+    ('ott', dict(relax=1.0)),
 ]
 
 
@@ -101,12 +106,15 @@ def main():
       times.append(time.perf_counter() - t0)
     cost = np.asarray(out.cost).reshape(-1)[idx]
     rel = np.abs(cost - exact) / exact
+    iters = np.asarray(out.iterations).reshape(-1)
     row = {'backend': backend, **dataclass_dict(config),
            'seconds': statistics.median(times), 'first_call_s': first,
            'rel_error_median': float(np.median(rel)),
            'rel_error_p95': float(np.percentile(rel, 95)),
            'rel_error_max': float(rel.max()),
-           'marginal_error_median': float(np.median(out.marginal_error))}
+           'marginal_error_median': float(np.median(out.marginal_error)),
+           'iterations_median': float(np.median(iters)),
+           'iterations_max': int(iters.max())}
     rows.append(row)
     print(json.dumps(row), flush=True)
   result = {'device': jax.devices()[0].device_kind,
@@ -121,7 +129,8 @@ def main():
 
 def dataclass_dict(config):
   return {k: getattr(config, k) for k in ('epsilon', 'num_iterations',
-                                          'anneal', 'dtype', 'threshold')}
+                                          'anneal', 'relax', 'dtype',
+                                          'threshold')}
 
 
 if __name__ == '__main__':

@@ -425,7 +425,8 @@ def ranking_config(config) -> 'preference.RankingConfig':
                      'comma-separated numbers') from None
   try:
     sinkhorn = preference.SinkhornConfig(
-        epsilon=c.epsilon, num_iterations=c.num_iterations, anneal=c.anneal,
+        epsilon=c.epsilon, num_iterations=c.num_iterations,
+        threshold=c.threshold, anneal=c.anneal, relax=c.relax,
         backend=c.backend)
     rc = preference.RankingConfig(
         strategy=c.strategy, feature_set=c.feature_set, weights=weights,

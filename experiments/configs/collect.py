@@ -47,9 +47,11 @@ def get_config(arg=None):
   c.num_pairs = 16  # preferred = the 16 closest, unpreferred = 16 farthest
   c.pairing = 'rank'  # rank | random | all
   # Sinkhorn (prefalign.preference.ot.SinkhornConfig).
-  c.epsilon = 0.05
-  c.num_iterations = 200
-  c.anneal = 0.9
+  c.epsilon = 0.01  # entropic bias ~0.7 x epsilon per distance
+  c.num_iterations = 600  # cap; stops earlier once converged
+  c.threshold = 1e-3  # marginal error (L1) that counts as converged
+  c.anneal = 0.95  # epsilon decay per iteration from the largest cost
+  c.relax = 1.8  # over-relaxation of the updates, in [1, 2)
   c.backend = 'native'  # native | ott
   if arg == 'runlocal':
     c.max_scenarios = 8

@@ -46,38 +46,70 @@ def _solve(x, y, config=ot.SinkhornConfig(), xm=None, ym=None):
   return f(x, xm, y, ym, W)
 
 
+def _errors(cost, exact):
+  """Error relative to max(exact, median exact).
+
+  Entropic OT's bias is an absolute amount (~0.7 x epsilon), so for a pair
+  of nearly identical measures (exact ~0) no epsilon gives a small plain
+  relative error; the error is stated against the scale of the distances
+  being compared, which is the plain relative error for all but the
+  smallest ones.
+  """
+  exact = np.asarray(exact, np.float64)
+  return np.abs(np.asarray(cost) - exact) / np.maximum(exact,
+                                                       np.median(exact))
+
+
 def test_default_is_close_to_the_assignment_on_random_features():
   x, y = _random(0)
   out = _solve(x, y)
   exact = np.array([_exact(a, b) for a, b in zip(x, y)])
-  rel = np.abs(np.asarray(out.cost) - exact) / exact
   assert np.all(out.ok)
-  # Measured 0.3-1.4 % at the default (200 annealed iterations).
-  assert rel.max() <= 2e-2, rel
-
-
-def test_converged_small_epsilon_matches_assignment_within_one_percent():
-  """Occupancy-like features: 10 % binary collisions (weight 10) on both
-  sides are the hard case; 200 iterations leave up to 14 % (BENCHMARKS.md),
-  epsilon 0.02 run to convergence is within 1.2 %."""
-  x, y = _trajectory_like(0)
-  out = _solve(x, y, ot.SinkhornConfig(epsilon=0.02, num_iterations=3000,
-                                       anneal=0.95))
-  exact = np.array([_exact(a, b) for a, b in zip(x, y)])
   rel = np.abs(np.asarray(out.cost) - exact) / exact
-  assert rel.max() <= 1.2e-2, rel
+  assert rel.max() <= 1e-2, rel  # measured 0.1 %
+  assert np.all(out.cost >= exact * (1 - 1e-5))  # a feasible plan's cost
+
+
+def test_default_is_close_to_the_assignment_on_collision_features():
+  """Smooth features with 10 % binary collisions (weight 10) on both sides:
+  gaps in the cost that plain Sinkhorn crosses very slowly (200 plain
+  iterations left up to 23 %; BENCHMARKS.md)."""
+  x, y = _trajectory_like(0, batch=16)
+  out = _solve(x, y)
+  exact = np.array([_exact(a, b) for a, b in zip(x, y)])
+  err = _errors(out.cost, exact)
+  assert err.max() <= 1e-2, err
+  plain = _solve(x, y, ot.SinkhornConfig(relax=1.0, num_iterations=200,
+                                         epsilon=0.05, anneal=0.9))
+  assert _errors(plain.cost, exact).max() > 3 * err.max()
 
 
 def test_tighter_as_epsilon_shrinks():
   x, y = _random(1)
   exact = np.array([_exact(a, b) for a, b in zip(x, y)])
   errors = []
-  for eps, iters in ((0.2, 400), (0.05, 1500), (0.01, 6000)):
-    out = _solve(x, y, ot.SinkhornConfig(epsilon=eps, num_iterations=iters,
-                                         anneal=0.95))
+  for eps in (0.2, 0.05, 0.01, 0.002):
+    out = _solve(x, y, ot.SinkhornConfig(epsilon=eps, num_iterations=3000,
+                                         threshold=1e-4))
     errors.append(np.max(np.abs(np.asarray(out.cost) - exact) / exact))
-  assert errors[0] > errors[1] > errors[2], errors
-  assert errors[2] <= 2e-3, errors
+  assert errors[0] > errors[1] > errors[2] > errors[3], errors
+  assert errors[3] <= 5e-4, errors
+
+
+def test_stops_early_per_problem_and_never_depends_on_the_batch():
+  """An easy problem converges in few iterations and is then frozen: its
+  cost is the same alone and next to a hard one that runs to the cap."""
+  easy_x, easy_y = _random(11, batch=1, n=80)
+  hard_x, hard_y = _trajectory_like(12, batch=1, n=80)
+  config = ot.SinkhornConfig(num_iterations=1000)
+  alone = _solve(easy_x, easy_y, config)
+  both = _solve(np.concatenate([easy_x, hard_x]),
+                np.concatenate([easy_y, hard_y]), config)
+  assert int(alone.iterations[0]) < 500
+  assert float(alone.marginal_error[0]) <= config.threshold
+  assert int(both.iterations[1]) > int(both.iterations[0])
+  np.testing.assert_allclose(both.cost[0], alone.cost[0], rtol=1e-6)
+  assert int(both.iterations[0]) == int(alone.iterations[0])
 
 
 def test_native_matches_ott_at_equal_epsilon():
@@ -119,7 +151,8 @@ def test_invariant_to_time_order():
   x, y = _trajectory_like(5, batch=2, n=50)
   perm = np.random.default_rng(0).permutation(50)
   a, b = _solve(x, y), _solve(x[:, perm], y[:, perm[::-1]])
-  np.testing.assert_allclose(a.cost, b.cost, rtol=1e-5)
+  # Only the order of float32 sums changes.
+  np.testing.assert_allclose(a.cost, b.cost, rtol=1e-4)
 
 
 def test_distance_to_itself_is_minimal():
@@ -164,10 +197,12 @@ def test_broadcasts_one_expert_over_rollouts():
 def test_bfloat16_is_finite_but_coarse():
   x, y = _trajectory_like(9, batch=4, n=40)
   a = _solve(x, y)
-  b = _solve(x, y, ot.SinkhornConfig(dtype='bfloat16'))
+  coarse = dict(epsilon=0.05, relax=1.0, anneal=0.9, num_iterations=200)
+  b = _solve(x, y, ot.SinkhornConfig(dtype='bfloat16', **coarse))
   assert np.all(np.isfinite(b.cost)) and np.all(b.cost > 0)
-  # C / epsilon reaches ~200: bfloat16's 8-bit mantissa costs ~30 % here
-  # (BENCHMARKS.md); float32 is the default for that reason.
+  # At epsilon 0.05, C / epsilon reaches ~300: bfloat16's 8-bit mantissa
+  # costs ~30 % here (BENCHMARKS.md); at the default 0.01 it is useless.
+  # float32 is the default for that reason.
   np.testing.assert_allclose(b.cost, a.cost, rtol=0.5)
 
 
@@ -187,7 +222,8 @@ def test_compiles_once():
 
 @pytest.mark.parametrize('kw', [dict(backend='cvxpy'), dict(epsilon=0.0),
                                 dict(num_iterations=0), dict(anneal=1.5),
-                                dict(dtype='float16')])
+                                dict(dtype='float16'), dict(relax=2.0),
+                                dict(relax=0.5), dict(threshold=-1.0)])
 def test_bad_config_is_named(kw):
   with pytest.raises(ValueError, match='SinkhornConfig'):
     ot.SinkhornConfig(**kw)

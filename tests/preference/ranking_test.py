@@ -57,6 +57,63 @@ def test_features_shapes_and_masks(state):
                              atol=1e-5)
 
 
+def _assignment_errors(phi):
+  """Default OT per (rollout, agent) against the exact assignment.
+
+  Over the pairs with equal valid step counts (where exact OT is an
+  assignment); error relative to max(exact, median exact), see
+  ``ot_test._errors``.
+  """
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  weights = occupancy.feature_weights('all')
+  got = np.asarray(ranking.agent_distances(phi, weights).cost)
+  f, v = np.asarray(phi['features']), np.asarray(phi['valid'])
+  exact, cost = [], []
+  for r in range(1, f.shape[0]):
+    for a in np.flatnonzero(np.asarray(phi['agent_mask'])):
+      xm, ym = v[r, a], v[0, a]
+      if xm.sum() < 2 or xm.sum() != ym.sum():
+        continue
+      c = np.asarray(ot.cost_matrix(f[r, a][xm], f[0, a][ym], weights))
+      i, k = optimize.linear_sum_assignment(c)
+      exact.append(c[i, k].mean())
+      cost.append(got[r - 1, a])
+  exact = np.asarray(exact)
+  return (np.abs(np.asarray(cost) - exact) / np.maximum(exact,
+                                                        np.median(exact)),
+          exact)
+
+
+def test_default_matches_the_assignment_on_occupancy_features(state):
+  """Features of a scenario whose rollouts drift off the road and into
+  each other (collisions, road-edge and clearance jumps)."""
+  phi = jax.jit(occupancy.occupancy_features)(state, _rollouts(state, 8))
+  err, exact = _assignment_errors(phi)
+  assert len(exact) >= 20 and np.median(exact) > 0
+  assert err.max() <= 1e-2, err
+
+
+def test_default_matches_the_assignment_on_real_features(shared_womd):
+  """A real scenario; rollouts: the log, constant velocity and the log
+  pushed sideways, which mixes collisions, off-road and speed changes."""
+  import glob  # pylint: disable=g-import-not-at-top
+  files = sorted(glob.glob(str(shared_womd / 'real' / 'real.tfrecord-*')))
+  ex = next(iter(womd.read_examples(
+      files[:1], womd.ReaderConfig(max_num_objects=24))))
+  st = ex.state
+  log = wosac.log_rollouts(st, 4)
+  cv = wosac.constant_velocity_rollouts(st, 2)
+  t = np.arange(80, dtype=np.float32) / 80
+  push = (np.array([0.5, 1.5, 3.0, 6.0], np.float32)[:, None, None] *
+          np.sin(6 * t + np.arange(24, dtype=np.float32)[:, None]))
+  pushed = log.replace(x=log.x + push, y=log.y + 0.5 * push)
+  rollouts = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), pushed, cv)
+  phi = jax.jit(occupancy.occupancy_features)(st, rollouts)
+  err, exact = _assignment_errors(phi)
+  assert len(exact) >= 30
+  assert err.max() <= 1e-2, (err.max(), np.median(err))
+
+
 def test_log_replay_ranks_first_and_order_follows_the_push(state):
   r = _rank_fn(ranking.RankingConfig(num_pairs=2))(
       state, _rollouts(state), jax.random.key(0))
