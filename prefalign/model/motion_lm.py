@@ -40,6 +40,7 @@ __all__ = [
     'init',
     'logits',
     'log_probs',
+    'sequence_log_probs',
     'encode',
     'decode_step',
     'init_cache',
@@ -113,7 +114,10 @@ class MotionLM(nn.Module):
   def __call__(self, scene: features.Scene,
                tokens: tokenizer_lib.Tokens) -> jax.Array:
     """Teacher-forced logits (B, A, K, V) of every token step."""
-    context = self.encoder(scene)
+    return self.teacher_forced(self.encoder(scene), tokens)
+
+  def teacher_forced(self, context: encoder_lib.SceneContext,
+                     tokens: tokenizer_lib.Tokens) -> jax.Array:
     pose, valid = _decoder_inputs(tokens)
     out, _ = self.decoder(context, pose, valid,
                           previous_tokens(tokens, self.config.vocab_size))
@@ -205,6 +209,39 @@ def log_probs(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
   lp = jax.nn.log_softmax(out, axis=-1)
   lp = jnp.take_along_axis(lp, tokens.tokens[..., None], axis=-1)[..., 0]
   return jnp.where(token_mask(scene, tokens), lp, 0.0)
+
+
+def sequence_log_probs(params, scene: features.Scene,
+                       tokens: tokenizer_lib.Tokens, *,
+                       config: ModelConfig) -> jax.Array:
+  """Teacher-forced log-likelihoods of several token sequences per scene.
+
+  The scene is encoded once and its context shared by the U sequences (the
+  rollouts of a preference record), instead of once per sequence.
+
+  Args:
+    params: model parameters.
+    scene: Scene (B, ...).
+    tokens: Tokens (B, U, A, K).
+    config: the model's config.
+
+  Returns:
+    float32 (B, U, A, K), as ``log_probs`` per sequence (0 where
+    ``token_mask`` is False).
+  """
+  b, u = tokens.tokens.shape[:2]
+  model = _model(config)
+  context = model.apply({'params': params}, scene, method=MotionLM.encode)
+  context = jax.tree.map(lambda a: jnp.repeat(a, u, axis=0), context)
+  flat = jax.tree.map(lambda a: a.reshape((b * u,) + a.shape[2:]), tokens)
+  out = model.apply({'params': params}, context, flat,
+                    method=MotionLM.teacher_forced)
+  lp = jax.nn.log_softmax(out, axis=-1)
+  lp = jnp.take_along_axis(lp, flat.tokens[..., None], axis=-1)[..., 0]
+  lp = lp.reshape((b, u) + lp.shape[1:])
+  mask = (tokens.valid & tokens.start_valid &
+          scene.agent_valid[:, None, :, None])
+  return jnp.where(mask, lp, 0.0)
 
 
 def encode(params, scene: features.Scene, *,

@@ -72,13 +72,15 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
-def jit_step(step: Callable, mesh: Mesh, *, donate: bool = True) -> Callable:
-  """``step(state, batch, rng) -> (state, metrics)``, jitted data-parallel.
+def jit_step(step: Callable, mesh: Mesh, *, donate: bool = True,
+             num_extra: int = 0) -> Callable:
+  """``step(state, batch, rng, *extra) -> (state, metrics)``, jitted.
 
-  The state and rng are replicated, the batch split along ``'data'``, the
-  outputs replicated; the input state's buffers are donated.
+  Data-parallel: the state, rng and ``num_extra`` further arguments (e.g.
+  frozen reference parameters) are replicated, the batch split along
+  ``'data'``, the outputs replicated; the input state's buffers are donated.
   """
   repl, data = replicated(mesh), data_sharding(mesh)
-  return jax.jit(step, in_shardings=(repl, data, repl),
+  return jax.jit(step, in_shardings=(repl, data, repl) + (repl,) * num_extra,
                  out_shardings=(repl, repl),
                  donate_argnums=(0,) if donate else ())

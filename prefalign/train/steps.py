@@ -11,10 +11,12 @@ one format end to end).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from prefalign import datatypes
 from prefalign.model import features
@@ -24,7 +26,10 @@ from prefalign.train import losses
 from prefalign.train.state import TrainState
 
 __all__ = ['OptimizerConfig', 'make_optimizer', 'model_inputs',
-           'train_step', 'eval_step', 'token_counts']
+           'train_step', 'eval_step', 'token_counts', 'PreferenceConfig',
+           'PreferenceBatch', 'PREFERENCE_LOSSES', 'preference_step']
+
+PREFERENCE_LOSSES = ('cpl', 'dpo', 'sft')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,3 +161,172 @@ def token_counts(batch: datatypes.SimulatorState,
   counts = jnp.zeros(num).at[flat.reshape(-1)].add(
       mask.reshape(-1).astype(jnp.float32))
   return counts.reshape(len(datatypes.ObjectTypeIds), -1)
+
+
+# ---------------------------------------------------------------------------
+# Preference alignment.
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+  """The alignment objective (hashable: pass it static).
+
+  Attributes:
+    loss: 'cpl' (multi-agent Contrastive Preference Learning, DPA-OMF),
+      'dpo' (against the frozen reference parameters) or 'sft' (maximum
+      likelihood of the preferred rollouts only: the SFT-bestOA baseline).
+    alpha: CPL's temperature on the rollout score.
+    gamma: discount per token of the rollout score.
+    agents: 'sum' or 'mean' over a rollout's valid agents.
+    conservative: CPL's lambda on the unpreferred score (1: plain CPL).
+    beta: DPO's KL strength.
+    bc_weight: weight of the next-token loss on the logged demonstration
+      (0: none).
+  """
+  loss: str = 'cpl'
+  alpha: float = 0.1
+  gamma: float = 1.0
+  agents: str = 'mean'
+  conservative: float = 1.0
+  beta: float = 0.1
+  bc_weight: float = 0.0
+
+  def __post_init__(self):
+    if self.loss not in PREFERENCE_LOSSES:
+      raise ValueError(f'PreferenceConfig.loss={self.loss!r} is not one of '
+                       f'{PREFERENCE_LOSSES}')
+    if self.agents not in losses.AGENT_REDUCTIONS:
+      raise ValueError(f'PreferenceConfig.agents={self.agents!r} is not one '
+                       f'of {losses.AGENT_REDUCTIONS}')
+    for name in ('alpha', 'beta'):
+      if not getattr(self, name) > 0:
+        raise ValueError(f'PreferenceConfig.{name} must be > 0, got '
+                         f'{getattr(self, name)}')
+    if not 0 < self.gamma <= 1:
+      raise ValueError(f'PreferenceConfig.gamma must be in (0, 1], got '
+                       f'{self.gamma}')
+    if not 0 <= self.conservative <= 1:
+      raise ValueError('PreferenceConfig.conservative must be in [0, 1], '
+                       f'got {self.conservative}')
+    if self.bc_weight < 0:
+      raise ValueError(f'PreferenceConfig.bc_weight must be >= 0, got '
+                       f'{self.bc_weight}')
+
+
+@struct.dataclass
+class PreferenceBatch:
+  """Preference pairs of B scenarios, padded to U sequences and P pairs.
+
+  Attributes:
+    state: SimulatorState (B, ...), the logged scenarios.
+    tokens: Tokens (B, U, A, K), the teacher-forcing inputs of each
+      scenario's stored sequences (``preference.dataset.sequence_tokens``).
+    pairs: int32 (B, P, 2) (preferred, unpreferred) indices into U.
+    pair_valid: bool (B, P) which pairs count (padding: False).
+  """
+  state: datatypes.SimulatorState
+  tokens: tokenizer.Tokens
+  pairs: jax.Array
+  pair_valid: jax.Array
+
+
+def _pick(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x (B, U, ...) rows at index (B, P) -> (B, P, ...)."""
+  return jax.vmap(lambda a, i: a[i])(x, index)
+
+
+def _preference_loss(params, reference, scene, batch: PreferenceBatch,
+                     model_config, config: PreferenceConfig):
+  toks = batch.tokens
+  lp = motion_lm.sequence_log_probs(params, scene, toks, config=model_config)
+  mask = (toks.valid & toks.start_valid &
+          scene.agent_valid[:, None, :, None])
+  pos_i, neg_i = batch.pairs[..., 0], batch.pairs[..., 1]
+  valid = batch.pair_valid
+  # Per-token mean log-likelihood of each sequence (a logged diagnostic).
+  tok_lp = losses.safe_mean(jnp.sum(lp, (-2, -1)), jnp.sum(mask, (-2, -1)))
+  pos_mask = _pick(mask, pos_i) & valid[..., None, None]
+  if config.loss == 'sft':
+    count = jnp.sum(pos_mask)
+    sums = {'loss': -jnp.sum(jnp.where(pos_mask, _pick(lp, pos_i), 0.0)),
+            'count': count.astype(jnp.float32)}
+    policy = losses.rollout_scores(lp, mask, gamma=config.gamma,
+                                   agents=config.agents)
+    sums['correct'] = jnp.sum((_pick(policy, pos_i) > _pick(policy, neg_i))
+                              * valid)
+    # 'count' is tokens here; pairs are counted apart for the accuracy.
+  else:
+    alpha = config.alpha if config.loss == 'cpl' else 1.0
+    score = losses.rollout_scores(lp, mask, alpha=alpha, gamma=config.gamma,
+                                  agents=config.agents)
+    if config.loss == 'cpl':
+      sums = losses.cpl_sums(_pick(score, pos_i), _pick(score, neg_i), valid,
+                             conservative=config.conservative)
+    else:
+      ref_lp = jax.lax.stop_gradient(motion_lm.sequence_log_probs(
+          reference, scene, toks, config=model_config))
+      ref = losses.rollout_scores(ref_lp, mask, gamma=config.gamma,
+                                  agents=config.agents)
+      sums = losses.dpo_sums(_pick(score, pos_i), _pick(score, neg_i),
+                             _pick(ref, pos_i), _pick(ref, neg_i), valid,
+                             beta=config.beta)
+  sums['pairs'] = jnp.sum(valid).astype(jnp.float32)
+  sums['logp_preferred'] = jnp.sum(_pick(tok_lp, pos_i) * valid)
+  sums['logp_unpreferred'] = jnp.sum(_pick(tok_lp, neg_i) * valid)
+  loss = losses.safe_mean(sums['loss'], sums['count'])
+  if config.bc_weight > 0:
+    _, log_toks = model_inputs(batch.state, model_config)
+    bc = losses.next_token_sums(
+        motion_lm.logits(params, scene, log_toks, config=model_config),
+        log_toks.tokens, motion_lm.token_mask(scene, log_toks))
+    sums['bc_loss'] = bc['loss']
+    sums['bc_count'] = bc['count']
+    loss = loss + config.bc_weight * losses.safe_mean(bc['loss'],
+                                                      bc['count'])
+  return loss, sums
+
+
+def preference_step(state: TrainState, batch: PreferenceBatch,
+                    rng: jax.Array, reference: Optional[Any] = None, *,
+                    model_config: motion_lm.ModelConfig,
+                    optimizer_config: OptimizerConfig,
+                    preference_config: PreferenceConfig = PreferenceConfig()):
+  """One AdamW step on the preference loss of a batch of pairs.
+
+  The same state, optimiser, data-parallel wrapping (``parallel.jit_step``
+  with ``reference`` as a replicated extra argument) and metrics contract as
+  ``train_step``.
+
+  Args:
+    state: TrainState (the policy; alignment starts from the pre-trained
+      parameters).
+    batch: PreferenceBatch (B, ...).
+    rng: unused (no dropout); kept for the common signature.
+    reference: the frozen reference parameters ('dpo' only).
+    model_config, optimizer_config: as ``train_step``.
+    preference_config: the objective (static).
+
+  Returns:
+    ``(state, metrics)``: scalar sums ('loss', 'count' — pairs, or tokens
+    for 'sft' —, 'correct' — pairs whose preferred rollout the policy scores
+    higher —, 'pairs', 'logp_preferred' / 'logp_unpreferred' — sums over
+    pairs of the per-token mean log-likelihood) plus 'mean_loss', the
+    gradient / parameter norms and the learning rate.
+  """
+  del rng
+  config = preference_config
+  if config.loss == 'dpo' and reference is None:
+    raise ValueError("PreferenceConfig.loss='dpo' needs the reference "
+                     'parameters (the reference argument)')
+  scene = jax.lax.stop_gradient(
+      features.scene_from_state(batch.state, model_config.scene))
+  grad_fn = jax.value_and_grad(_preference_loss, has_aux=True)
+  (loss, sums), grads = grad_fn(state.params, reference, scene, batch,
+                                model_config, config)
+  new_state = state.apply_gradients(grads)
+  metrics = dict(sums)
+  metrics.update(
+      mean_loss=loss, grad_norm=_norm(grads),
+      param_norm=_norm(new_state.params),
+      learning_rate=learning_rate_schedule(optimizer_config)(state.step))
+  return new_state, metrics

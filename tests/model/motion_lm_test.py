@@ -129,6 +129,22 @@ def test_log_probs_shape_mask_and_normalisation(setup):
   np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, atol=1e-5)
 
 
+def test_sequence_log_probs_share_one_encoding(setup):
+  """U sequences per scene (encoded once) == each scored on its own."""
+  _, scene, toks, params = setup
+  rng = np.random.default_rng(0)
+  other = toks.replace(tokens=jnp.asarray(
+      rng.integers(0, SMALL.vocab_size, toks.tokens.shape), jnp.int32))
+  seqs = jax.tree.map(lambda a, b: jnp.stack([a, b, a], 1), toks, other)
+  lp = jax.jit(lambda p, s, t: motion_lm.sequence_log_probs(
+      p, s, t, config=SMALL))(params, scene, seqs)
+  assert lp.shape == (2, 3) + toks.tokens.shape[1:]
+  one = jax.jit(lambda p, s, t: motion_lm.log_probs(p, s, t, config=SMALL))
+  np.testing.assert_allclose(lp[:, 0], one(params, scene, toks), atol=1e-5)
+  np.testing.assert_allclose(lp[:, 1], one(params, scene, other), atol=1e-5)
+  np.testing.assert_allclose(lp[:, 2], lp[:, 0], atol=1e-6)
+
+
 @pytest.mark.parametrize('angle, shift, atol', [
     (2.1, (-35.0, 12.5), 1e-4),
     (-0.7, (8.25, -3.5), 1e-4),
