@@ -48,7 +48,7 @@ from prefalign.preference import ranking as ranking_lib
 
 __all__ = ['PreferenceRecord', 'encode_record', 'decode_record',
            'shard_path', 'read_records', 'collect', 'sequence_tokens',
-           'summarize', 'LOG']
+           'summarize', 'record_states', 'training_example', 'LOG']
 
 LOG = ranking_lib.LOG
 _SHARD = 'preferences-{:05d}.tfrecord'
@@ -380,6 +380,91 @@ def _summary(cols: dict[str, list]) -> dict[str, Any]:
       'ot_ade_spearman': (float(np.nanmean(rho)) if np.any(np.isfinite(rho))
                           else float('nan')),
   }
+
+
+def record_states(records: Iterable[PreferenceRecord],
+                  reader: womd.ReaderConfig = womd.ReaderConfig()
+                  ) -> Iterator[tuple[PreferenceRecord,
+                                      datatypes.SimulatorState]]:
+  """Each record with its scenario re-read from the record's source file.
+
+  Every source file is read once, front to back, for the records that name
+  it (records of one file in any order).
+
+  Raises:
+    FileNotFoundError: a record's source file is gone (named).
+    tfrecord.DataError: the file has no such record, or another scenario
+      there (named: file, record, both ids).
+  """
+  by_source: dict[str, list[PreferenceRecord]] = {}
+  for rec in records:
+    by_source.setdefault(rec.source, []).append(rec)
+  for source, recs in by_source.items():
+    if not pathlib.Path(source).exists():
+      raise FileNotFoundError(
+          f'{source}: the scenario file of {len(recs)} preference record(s) '
+          f'(first: {recs[0].scenario_id}) is missing')
+    wanted = {r.record: r for r in recs}
+    found = set()
+    for path, index, scenario in womd.read_scenarios([source]):
+      rec = wanted.get(index)
+      if rec is None:
+        continue
+      ex = womd.state_from_scenario(scenario, reader, path=path, record=index)
+      if ex.scenario_id != rec.scenario_id:
+        raise tfrecord.DataError(
+            f'{source} record {index}: scenario {ex.scenario_id!r}, but the '
+            f'preference record expects {rec.scenario_id!r} (the file '
+            'changed since collection)')
+      found.add(index)
+      yield rec, ex.state
+    missing = sorted(set(wanted) - found)
+    if missing:
+      raise tfrecord.DataError(
+          f'{source}: no record {missing[0]} (scenario '
+          f'{wanted[missing[0]].scenario_id}); the file is shorter than at '
+          'collection')
+
+
+def training_example(rec: PreferenceRecord, state: datatypes.SimulatorState,
+                     config: motion_lm.ModelConfig, *, num_sequences: int,
+                     num_pairs: int) -> dict[str, Any]:
+  """One scenario's preference-step inputs, padded to fixed sizes.
+
+  Args:
+    rec: a record.
+    state: its scenario (``record_states``).
+    config: the model's config.
+    num_sequences: U, sequences after padding (>= the record's).
+    num_pairs: P, pairs after padding (>= the record's).
+
+  Returns:
+    numpy leaves of one row of ``train.steps.PreferenceBatch``: 'state',
+    'tokens' (U, N, K), 'pairs' (P, 2), 'pair_valid' (P,). Padding
+    sequences repeat the first; padding pairs are (0, 0) and not valid.
+  """
+  u, p = rec.sequences.shape[0], rec.pairs.shape[0]
+  if u > num_sequences or p > num_pairs:
+    raise ValueError(
+        f'{rec.scenario_id}: {u} sequences / {p} pairs do not fit the '
+        f'padding of {num_sequences} / {num_pairs}')
+  seq = np.concatenate([rec.sequences, np.repeat(rec.sequences[:1],
+                                                 num_sequences - u, 0)])
+  which = np.concatenate([rec.sequence_rollout,
+                          np.repeat(rec.sequence_rollout[:1],
+                                    num_sequences - u)])
+  toks = _sequence_tokens_jit(config)(state, jnp.asarray(seq, jnp.int32),
+                                      jnp.asarray(which))
+  pairs = np.zeros((num_pairs, 2), np.int32)
+  pairs[:p] = rec.pairs
+  return {'state': jax.tree.map(np.asarray, state),
+          'tokens': jax.tree.map(np.asarray, toks), 'pairs': pairs,
+          'pair_valid': np.arange(num_pairs) < p}
+
+
+@functools.lru_cache(maxsize=8)
+def _sequence_tokens_jit(config: motion_lm.ModelConfig):
+  return jax.jit(lambda s, q, w: sequence_tokens(s, q, w, config))
 
 
 def summarize(records: Iterable[PreferenceRecord]) -> dict[str, Any]:

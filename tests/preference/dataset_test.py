@@ -136,3 +136,48 @@ def test_replayed_tokens_score_like_the_sampler(setup):
   np.testing.assert_array_equal(toks.tokens[0], log.tokens[0])
   np.testing.assert_array_equal(toks.tokens[1],
                                 np.where(replay.valid[1], out.tokens[0, 1], 0))
+
+
+def test_training_examples_feed_the_preference_step(setup):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from prefalign import datatypes  # pylint: disable=g-import-not-at-top
+  from prefalign.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  _collect(setup, 'train')
+  root, _, examples, params = setup
+  recs = list(dataset.read_records(root / 'train'))
+  pairs = list(dataset.record_states(recs, READER))
+  assert [r.scenario_id for r, _ in pairs] == [e.scenario_id
+                                               for e in examples]
+  rows = [dataset.training_example(r, s, TINY_MODEL, num_sequences=6,
+                                   num_pairs=3) for r, s in pairs]
+  rec, row = recs[0], rows[0]
+  u = rec.sequences.shape[0]
+  assert row['tokens'].tokens.shape == (6, 8, TINY_MODEL.num_steps)
+  np.testing.assert_array_equal(row['tokens'].tokens[:u], rec.sequences)
+  np.testing.assert_array_equal(row['pair_valid'], [True, True, False])
+  stack = lambda *a: np.stack(a)
+  batch = steps.PreferenceBatch(
+      state=datatypes.stack([r['state'] for r in rows]),
+      tokens=jax.tree.map(stack, *[r['tokens'] for r in rows]),
+      pairs=np.stack([r['pairs'] for r in rows]),
+      pair_valid=np.stack([r['pair_valid'] for r in rows]))
+  opt = steps.OptimizerConfig(warmup_steps=1, total_steps=2)
+  train_state = state_lib.TrainState.create(jax.device_get(params),
+                                            steps.make_optimizer(opt))
+  _, metrics = jax.jit(functools.partial(
+      steps.preference_step, model_config=TINY_MODEL,
+      optimizer_config=opt))(train_state, batch, jax.random.key(0))
+  assert float(metrics['pairs']) == 6 and np.isfinite(metrics['mean_loss'])
+  with pytest.raises(ValueError, match='do not fit'):
+    dataset.training_example(rec, pairs[0][1], TINY_MODEL, num_sequences=2,
+                             num_pairs=3)
+  # The scenario file changed or went away since collection: named.
+  moved = dataclasses.replace(rec, scenario_id='other-id')
+  with pytest.raises(tfrecord.DataError, match="record 0.*'other-id'"):
+    list(dataset.record_states([moved], READER))
+  gone = dataclasses.replace(rec, source=str(root / 'nope.tfrecord'))
+  with pytest.raises(FileNotFoundError, match='nope.tfrecord'):
+    list(dataset.record_states([gone], READER))
+  late = dataclasses.replace(rec, record=99)
+  with pytest.raises(tfrecord.DataError, match='no record 99'):
+    list(dataset.record_states([late], READER))
