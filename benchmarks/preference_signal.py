@@ -63,12 +63,16 @@ def _spearman(a, b) -> float:
 
 
 def _summary(values) -> dict:
+  """Mean, median, fraction > 0 and a 95 % bootstrap interval of the mean
+  over scenarios (2,000 resamples, fixed seed)."""
   v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
   if not v.size:
     return {'n': 0}
+  boot = np.random.default_rng(0).choice(v, (2000, v.size)).mean(1)
   return {'n': int(v.size), 'mean': float(v.mean()),
           'median': float(np.median(v)),
-          'sem': float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.,
+          'ci95': [float(np.percentile(boot, 2.5)),
+                   float(np.percentile(boot, 97.5))],
           'frac_positive': float((v > 0).mean())}
 
 
@@ -119,8 +123,6 @@ def main():
   rows = ([json.loads(l) for l in done_path.read_text().splitlines()]
           if done_path.exists() else [])
   done = {r['scenario_id'] for r in rows}
-  timing = {'sample': 0.0, 'rank': 0.0, 'metric': 0.0}
-  timed = 0
   bar = tqdm.tqdm(total=args.scenarios, initial=len(rows), desc='scenarios',
                   unit='scn')
   for i, ex in enumerate(examples):
@@ -137,6 +139,7 @@ def main():
       params = checkpoint.load_params(args.checkpoint, like)
     key = jax.random.fold_in(jax.random.key(args.seed), i)
     k_sample, k_rank, k_random = jax.random.split(key, 3)
+    fresh = first is state  # this run's first scenario pays compilation
     t0 = time.perf_counter()
     r = sample(params, jax.tree.map(lambda a: a[None], state), k_sample)
     traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(r))
@@ -157,15 +160,13 @@ def main():
     own = np.asarray(single(state, traj))
     everyone = float(metric(state, traj))
     t3 = time.perf_counter()
-    timing['sample'] += t1 - t0
-    timing['rank'] += t2 - t1
-    timing['metric'] += t3 - t2
-    timed += 1
     row = {'scenario_id': ex.scenario_id, 'realism_all': everyone,
            'num_evaluated': int(np.sum(np.asarray(
                wosac.evaluated_index(state, 16)[1]))),
            'buckets': buckets, 'single_rollout_realism': own.tolist(),
-           'distances': {k: v.tolist() for k, v in d.items()}}
+           'distances': {k: v.tolist() for k, v in d.items()},
+           'seconds': {'sample': t1 - t0, 'rank': t2 - t1,
+                       'metric': t3 - t2, 'compiled_here': fresh}}
     for name in DISTANCES:
       closeness = -d[name]
       row[f'{name}_bucket_spearman'] = _spearman(
@@ -191,8 +192,12 @@ def main():
       'machine': f'{jax.devices()[0].device_kind} ({jax.default_backend()}),'
                  f' jax {jax.__version__}, {platform.machine()}',
       'args': vars(args), 'num_scenarios': len(rows),
-      'seconds_per_scenario': {k: v / max(timed, 1)
-                               for k, v in timing.items()},
+      # Median over scenarios timed after compilation.
+      'seconds_per_scenario': {
+          k: float(np.median([r['seconds'][k] for r in rows
+                              if 'seconds' in r and
+                              not r['seconds']['compiled_here']] or [np.nan]))
+          for k in ('sample', 'rank', 'metric')},
       'realism_all_mean': float(np.mean([r['realism_all'] for r in rows])),
       'ot_ade_spearman': _summary([r['ot_ade_spearman'] for r in rows]),
   }

@@ -19,8 +19,11 @@ Two solvers give the same answer (the tests hold them to 1e-4):
   ``epsilon`` (``anneal``), over-relaxed potential updates (``relax``; costs
   with gaps, such as a collision feature of weight 10, otherwise converge
   very slowly), iterations in ``lax.scan`` chunks of 50 with a convergence
-  check between chunks (the batch stops when all of it has converged, or at
-  the cap) that also keeps each problem's best potentials.
+  check between chunks: a problem that is at ``epsilon`` with marginal
+  error below ``threshold`` is frozen (so its result never depends on the
+  rest of the batch), the loop ends when all are or at the cap, and each
+  problem keeps its best potentials. Near convergence the updates turn
+  plain again (relaxation would amplify float32 noise there).
 * ``'ott'``: ott-jax's linear Sinkhorn solver (``ott.solvers.linear.solve``
   on a cost-matrix geometry, vmapped over the batch), the reference.
 
@@ -34,9 +37,8 @@ assignment problem; as epsilon -> 0 the cost converges to the assignment's
 mean cost (tested against ``scipy.optimize.linear_sum_assignment``); the
 entropic bias is an absolute amount (about 0.7 x epsilon on occupancy
 features), which is why the default epsilon is 0.01 for distances of order
-1. Masked
-points never change the result, and a problem with no valid point on either
-side has cost 0 and ``ok`` False (never NaN). Nothing here calls ``jax.jit``;
+1. Masked points never change the result, and a problem with no valid point
+on either side has cost 0 and ``ok`` False (never NaN). Nothing here calls ``jax.jit``;
 jit the caller with the options static.
 """
 
