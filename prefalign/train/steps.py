@@ -113,8 +113,14 @@ def train_step(state: TrainState, batch: datatypes.SimulatorState,
   """
   del rng
   scene, toks = model_inputs(batch, model_config)
-  grad_fn = jax.value_and_grad(_loss, has_aux=True)
-  (loss, sums), grads = grad_fn(state.params, scene, toks, model_config)
+  return _apply(state, _loss, (scene, toks, model_config), optimizer_config)
+
+
+def _apply(state: TrainState, loss_fn, args, optimizer_config):
+  """One update on ``loss_fn(params, *args) -> (loss, sums)``: the new
+  state and the metrics every step logs."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, sums), grads = grad_fn(state.params, *args)
   new_state = state.apply_gradients(grads)
   metrics = dict(sums)
   metrics.update(
@@ -320,13 +326,6 @@ def preference_step(state: TrainState, batch: PreferenceBatch,
                      'parameters (the reference argument)')
   scene = jax.lax.stop_gradient(
       features.scene_from_state(batch.state, model_config.scene))
-  grad_fn = jax.value_and_grad(_preference_loss, has_aux=True)
-  (loss, sums), grads = grad_fn(state.params, reference, scene, batch,
-                                model_config, config)
-  new_state = state.apply_gradients(grads)
-  metrics = dict(sums)
-  metrics.update(
-      mean_loss=loss, grad_norm=_norm(grads),
-      param_norm=_norm(new_state.params),
-      learning_rate=learning_rate_schedule(optimizer_config)(state.step))
-  return new_state, metrics
+  return _apply(state, _preference_loss,
+                (reference, scene, batch, model_config, config),
+                optimizer_config)
