@@ -41,6 +41,7 @@ __all__ = [
     'logits',
     'log_probs',
     'sequence_log_probs',
+    'sequence_token_mask',
     'encode',
     'decode_step',
     'init_cache',
@@ -239,9 +240,13 @@ def sequence_log_probs(params, scene: features.Scene,
   lp = jax.nn.log_softmax(out, axis=-1)
   lp = jnp.take_along_axis(lp, flat.tokens[..., None], axis=-1)[..., 0]
   lp = lp.reshape((b, u) + lp.shape[1:])
-  mask = (tokens.valid & tokens.start_valid &
-          scene.agent_valid[:, None, :, None])
-  return jnp.where(mask, lp, 0.0)
+  return jnp.where(sequence_token_mask(scene, tokens), lp, 0.0)
+
+
+def sequence_token_mask(scene: features.Scene,
+                        tokens: tokenizer_lib.Tokens) -> jax.Array:
+  """bool (B, U, A, K): ``token_mask`` of U sequences per scene."""
+  return token_mask(jax.tree.map(lambda a: a[:, None], scene), tokens)
 
 
 def encode(params, scene: features.Scene, *,

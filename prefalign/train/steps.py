@@ -245,8 +245,7 @@ def _preference_loss(params, reference, scene, batch: PreferenceBatch,
                      model_config, config: PreferenceConfig):
   toks = batch.tokens
   lp = motion_lm.sequence_log_probs(params, scene, toks, config=model_config)
-  mask = (toks.valid & toks.start_valid &
-          scene.agent_valid[:, None, :, None])
+  mask = motion_lm.sequence_token_mask(scene, toks)
   pos_i, neg_i = batch.pairs[..., 0], batch.pairs[..., 1]
   valid = batch.pair_valid
   # Per-token mean log-likelihood of each sequence (a logged diagnostic).
