@@ -44,6 +44,7 @@ from scipy import stats
 import tqdm
 
 import _shared  # this folder
+from prefalign import evaluation
 from prefalign import preference
 from prefalign import rollout
 from prefalign.data import womd
@@ -65,15 +66,10 @@ def _spearman(a, b) -> float:
 def _summary(values) -> dict:
   """Mean, median, fraction > 0 and a 95 % bootstrap interval of the mean
   over scenarios (2,000 resamples, fixed seed)."""
-  v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-  if not v.size:
-    return {'n': 0}
-  boot = np.random.default_rng(0).choice(v, (2000, v.size)).mean(1)
-  return {'n': int(v.size), 'mean': float(v.mean()),
-          'median': float(np.median(v)),
-          'ci95': [float(np.percentile(boot, 2.5)),
-                   float(np.percentile(boot, 97.5))],
-          'frac_positive': float((v > 0).mean())}
+  out = evaluation.bootstrap(values)
+  if 'ci' in out:
+    out['ci95'] = out.pop('ci')
+  return out
 
 
 def main():

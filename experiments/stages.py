@@ -9,11 +9,12 @@ a finished one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 import time
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ from prefalign.sim import replay
 _SOURCES = ('sumo', 'synthetic')
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
+def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Stops on bad config values before any work or compilation."""
   unknown = [s for s in config.stages if s not in STAGES]
   if unknown:
@@ -67,6 +68,10 @@ def _check(config: ml_collections.ConfigDict) -> None:
         womd.expand_paths(config.pretrain.eval_glob.split(','))
       except FileNotFoundError as e:
         raise ValueError(f'config.pretrain.eval_glob: {e}') from None
+  if 'align' in config.stages or 'compare' in config.stages:
+    _check_align(config, pathlib.Path(workdir))
+  if 'compare' in config.stages:
+    _methods(config.compare.methods)
   if 'collect' in config.stages:
     ranking_config(config)
     if config.collect.glob:
@@ -464,6 +469,7 @@ def stage_collect(config, workdir: pathlib.Path) -> str:
       temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
       scenarios_per_shard=c.scenarios_per_shard, seed=config.seed,
       max_scenarios=c.max_scenarios,
+      keep_all_rollouts=c.get('keep_all_rollouts', False),
       meta={'checkpoint': os.path.abspath(ckpt), 'files': files})
   gap = summary['gap']
   return (f'{summary["num_scenarios"]} scenarios, {summary["num_pairs"]} '
@@ -474,6 +480,326 @@ def stage_collect(config, workdir: pathlib.Path) -> str:
           f'{summary["ot_ade_spearman"]:.2f}; {out}')
 
 
+def _reference_checkpoint(config, workdir: pathlib.Path) -> str:
+  return (config.align.checkpoint or config.collect.checkpoint or
+          str(workdir / 'pretrain' / 'checkpoints'))
+
+
+def align_config(config, workdir: pathlib.Path, **overrides
+                 ) -> 'train.align.AlignConfig':
+  """The AlignConfig of ``config.align`` (errors name the key).
+
+  ``overrides`` replace AlignConfig fields (the comparison's methods).
+  """
+  from prefalign.train import align  # pylint: disable=g-import-not-at-top
+  from prefalign.train import steps  # pylint: disable=g-import-not-at-top
+  a = config.align
+  dirs = tuple(a.preferences.split(',')) if a.preferences else (
+      str(workdir / config.collect.output),)
+  realism = (tuple(a.realism_glob.split(',')) if a.realism_glob else
+             tuple(heldout_files(config, workdir)))
+  try:
+    objective = steps.PreferenceConfig(
+        loss=a.loss, alpha=a.alpha, gamma=a.gamma, agents=a.agents,
+        conservative=a.conservative, beta=a.beta, bc_weight=a.bc_weight)
+  except ValueError as e:
+    raise ValueError(f'config.align: {e}') from None
+  fields = dict(
+      preference_dirs=dirs, init_from=_reference_checkpoint(config, workdir),
+      model=model_config(config), objective=objective,
+      optimizer=steps.OptimizerConfig(
+          learning_rate=a.learning_rate, warmup_steps=a.warmup_steps,
+          total_steps=a.num_steps, weight_decay=a.weight_decay,
+          grad_clip=a.grad_clip),
+      reader=womd.ReaderConfig(
+          max_num_objects=config.collect.max_num_objects,
+          max_roadgraph_points=config.data.max_roadgraph_points,
+          max_traffic_lights=config.data.max_traffic_lights),
+      pairs_from=a.pairs_from, num_pairs=a.num_pairs, pairing=a.pairing,
+      eval_pairs_from=a.eval_pairs_from,
+      heldout_fraction=a.heldout_fraction, max_scenarios=a.max_scenarios,
+      batch_size=a.batch_size, num_steps=a.num_steps, seed=config.seed,
+      shuffle_buffer=a.shuffle_buffer, log_every=a.log_every,
+      eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
+      keep_checkpoints=a.keep_checkpoints, kl_scenarios=a.kl_scenarios,
+      kl_rollouts=a.kl_rollouts, realism_files=realism,
+      realism_scenarios=a.realism_scenarios,
+      realism_rollouts=a.realism_rollouts, realism_every=a.realism_every)
+  fields.update(overrides)
+  fields['optimizer'] = dataclasses.replace(fields['optimizer'],
+                                            total_steps=fields['num_steps'])
+  return align.AlignConfig(**fields)
+
+
+def _check_align(config, workdir: pathlib.Path) -> None:
+  """Config errors of the align stage that need no data."""
+  from prefalign.train import parallel  # pylint: disable=g-import-not-at-top
+  a = config.align
+  for key in ('pairs_from', 'eval_pairs_from'):
+    if a[key] not in ('',) + ('ot', 'ade', 'adversarial', 'random'):
+      raise ValueError(f'config.align.{key}={a[key]!r} is not one of '
+                       "('', 'ot', 'ade', 'adversarial', 'random')")
+  parallel.check_batch_size(a.batch_size, parallel.make_mesh(),
+                            'config.align.batch_size')
+  align_config(config, workdir)  # the objective's values
+
+
+def _run_align(ac, out: pathlib.Path) -> dict:
+  """Aligns (resuming) unless ``out/summary.json`` exists; the summary."""
+  from prefalign.train import align  # pylint: disable=g-import-not-at-top
+  path = out / 'summary.json'
+  if path.exists():
+    return json.loads(path.read_text())
+  result = align.align_and_evaluate(ac, out)
+  summary = {k: v for k, v in result.items() if k != 'params'}
+  summary['config'] = {'loss': ac.objective.loss,
+                       'pairs_from': ac.pairs_from or 'collected',
+                       'max_scenarios': ac.max_scenarios,
+                       'num_steps': ac.num_steps,
+                       'init_from': ac.init_from}
+  _write_json(path, summary)
+  return summary
+
+
+def stage_align(config, workdir: pathlib.Path) -> str:
+  """Preference alignment of the reference model (resumable)."""
+  out = workdir / config.align.output
+  if (out / 'summary.json').exists():
+    return f'{out / "summary.json"} exists (skipped)'
+  s = _run_align(align_config(config, workdir), out)
+  h, k = s['heldout'], s['kl']
+  parts = [f'step {s["step"]}; {s["data"]["train_scenarios"]} scenarios / '
+           f'{s["data"]["train_pairs"]} pairs']
+  if h:
+    parts.append(f'held-out pair accuracy {h["accuracy"]:.3f} '
+                 f'({int(h["pairs"])} pairs)')
+  if k:
+    parts.append(f'KL(policy||reference) {k["kl_per_token"]:.4f} per token')
+  if s['realism']:
+    parts.append(f'realism {s["realism"]["metametric"]:.4f}')
+  return '; '.join(parts) + f'; {out}'
+
+
+def _methods(spec: str) -> list[tuple[str, str, str]]:
+  """'name:pairs_from:loss,...' -> [(name, pairs_from, loss)]."""
+  out = []
+  for item in filter(None, spec.split(',')):
+    parts = item.split(':')
+    if len(parts) != 3 or parts[1] not in ('ot', 'ade', 'adversarial',
+                                           'random') or parts[2] not in (
+                                               'cpl', 'dpo', 'sft'):
+      raise ValueError(
+          f'config.compare.methods: {item!r} is not name:pairs_from:loss '
+          '(pairs_from ot|ade|adversarial|random, loss cpl|dpo|sft)')
+    out.append(tuple(parts))
+  if len({m[0] for m in out}) != len(out):
+    raise ValueError(f'config.compare.methods: repeated names in {spec!r}')
+  return out
+
+
+def _score(params, mc, patterns, config, path: pathlib.Path, *,
+           max_scenarios: int) -> list[dict]:
+  """Per-scenario WOSAC 2025 metrics of a model on a set (cached in path)."""
+  from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+  if path.exists():
+    return json.loads(path.read_text())
+  path.parent.mkdir(parents=True, exist_ok=True)
+  c = config.compare
+  res = evaluation.evaluate_files(
+      params, mc, patterns, reader=womd.ReaderConfig(
+          max_num_objects=c.max_num_objects,
+          max_roadgraph_points=config.data.max_roadgraph_points,
+          max_traffic_lights=config.data.max_traffic_lights),
+      num_rollouts=c.num_rollouts, challenges=('2025',),
+      max_scenarios=max_scenarios, baselines=False,
+      seed=config.seed, progress=True)
+  rows = [{'scenario_id': r['scenario_id'], **r['2025']['model']}
+          for r in res['per_scenario']]
+  _write_json(path, rows)
+  return rows
+
+
+_TABLE = ('metametric', 'kinematic', 'interactive', 'map_based',
+          'min_average_displacement_error', 'simulated_collision_rate',
+          'simulated_offroad_rate')
+
+
+def _table(scores: dict[str, dict[str, list[dict]]],
+           summaries: dict[str, dict]) -> tuple[dict, str]:
+  """results.json content and results.md of the comparison."""
+  from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+  results, lines = {}, []
+  for set_name, by_method in scores.items():
+    ref = {r['scenario_id']: r for r in by_method['reference']}
+    results[set_name] = {}
+    lines += [f'## {set_name} ({len(ref)} scenarios; mean [95 % bootstrap '
+              'CI over scenarios])', '',
+              '| method | ' + ' | '.join(_TABLE) +
+              ' | realism - reference | held-out pair accuracy | KL per '
+              'token |', '|---|' + '---|' * (len(_TABLE) + 3)]
+    for method, rows in by_method.items():
+      stats = {k: evaluation.bootstrap([r[k] for r in rows])
+               for k in _TABLE}
+      diff = evaluation.bootstrap(
+          [r['metametric'] - ref[r['scenario_id']]['metametric']
+           for r in rows if r['scenario_id'] in ref])
+      s = summaries.get(method, {})
+      acc = s.get('heldout', {}).get('accuracy')
+      kl = s.get('kl', {}).get('kl_per_token')
+      if method == 'reference':
+        acc = s.get('reference_accuracy')
+      results[set_name][method] = {'metrics': stats, 'diff_vs_reference':
+                                   diff, 'heldout_accuracy': acc, 'kl': kl}
+      cell = lambda b: (f'{b["mean"]:.4f} [{b["ci"][0]:.4f}, '
+                        f'{b["ci"][1]:.4f}]' if b.get('n') else '-')
+      lines.append(
+          f'| {method} | ' + ' | '.join(cell(stats[k]) for k in _TABLE) +
+          f' | {cell(diff) if method != "reference" else "-"} | '
+          f'{"-" if acc is None else f"{acc:.3f}"} | '
+          f'{"-" if kl is None else f"{kl:.4f}"} |')
+    lines.append('')
+  return results, '\n'.join(lines)
+
+
+def _reference_accuracy(workdir: pathlib.Path, method: str) -> Optional[float]:
+  """Held-out pair accuracy of the reference (an align run's step 0)."""
+  path = workdir / 'compare' / method / 'metrics.jsonl'
+  if not path.exists():
+    return None
+  for line in path.read_text().splitlines():
+    row = json.loads(line)
+    if row['step'] == 0 and row['split'] == 'eval/heldout':
+      return row['accuracy']
+  return None
+
+
+def _plot_scaling(points: list[dict], path: pathlib.Path) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for p in points:
+    lo, hi = p['realism']['ci']
+    ax.errorbar(p['kl'], p['realism']['mean'],
+                yerr=[[p['realism']['mean'] - lo], [hi - p['realism']['mean']]],
+                fmt='o', capsize=3)
+    ax.annotate(p['label'], (p['kl'], p['realism']['mean']),
+                textcoords='offset points', xytext=(5, 5), fontsize=8)
+  ax.set(xlabel='KL(policy || reference) per token (held-out scenarios)',
+         ylabel='WOSAC 2025 realism (held-out SUMO)',
+         title='preference data scaling')
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def stage_compare(config, workdir: pathlib.Path) -> str:
+  """DPA-OMF next to its baselines, a data-scaling sweep and a feature
+  ablation, all from one collection; a results table with bootstrap CIs."""
+  c = config.compare
+  out = workdir / 'compare'
+  if (out / 'results.json').exists():
+    return f'{out / "results.json"} exists (skipped)'
+  out.mkdir(parents=True, exist_ok=True)
+  methods = _methods(c.methods)
+  sets = [(n, p) for n, p in _eval_sets_of(config, workdir)]
+  first = next(womd.read_examples(sets[0][1], womd.ReaderConfig(
+      max_num_objects=c.max_num_objects)))
+  mc, ref_params, _ = _load_model(config, workdir, first.state,
+                                  _reference_checkpoint(config, workdir))
+  runs: dict[str, Any] = {}
+  for name, pairs_from, loss in methods:
+    ac = align_config(config, workdir, pairs_from=pairs_from,
+                      realism_files=())
+    ac = dataclasses.replace(ac, objective=dataclasses.replace(
+        ac.objective, loss=loss))
+    runs[name] = (ac, out / name)
+  scaling = [float(f) for f in filter(None, str(c.scaling).split(','))]
+  ablation = list(filter(None, c.ablation.split(',')))
+  main = methods[0][0] if methods else None
+  extra: dict[str, Any] = {}
+  if main:
+    base = runs[main][0]
+    from prefalign.train import align  # pylint: disable=g-import-not-at-top
+    num_train = len(align.split_records(base)[0])
+    for f in scaling:
+      n = max(1, int(round(f * num_train)))
+      extra[f'{main}_x{f:g}'] = (dataclasses.replace(base, max_scenarios=n),
+                                 out / f'{main}_x{f:g}')
+    for fs in ablation:
+      sub = ml_collections.ConfigDict(config.to_dict())
+      sub.collect.feature_set = fs
+      sub.collect.output = f'{config.collect.output}_{fs}'
+      stage_collect(sub, workdir)
+      extra[f'{main}_{fs}'] = (dataclasses.replace(
+          base, preference_dirs=(str(workdir / sub.collect.output),)),
+                               out / f'{main}_{fs}')
+  summaries = {}
+  for name, (ac, run_dir) in {**runs, **extra}.items():
+    print(f'[compare] aligning {name}', flush=True)
+    summaries[name] = _run_align(ac, run_dir)
+  if main:
+    summaries['reference'] = {'reference_accuracy':
+                              _reference_accuracy(workdir, main)}
+  scores: dict[str, dict[str, list]] = {}
+  for set_name, patterns in sets:
+    scores[set_name] = {}
+    num = c.max_scenarios
+    for name in ['reference'] + [m[0] for m in methods] + (
+        list(extra) if set_name == sets[0][0] else []):
+      params = ref_params if name == 'reference' else _final_params(
+          config, workdir, first.state, (out / name / 'checkpoints'))
+      print(f'[compare] scoring {name} on {set_name}', flush=True)
+      scores[set_name][name] = _score(
+          params, mc, patterns, config, out / name / f'scores_{set_name}.json'
+          if name != 'reference' else out / 'reference' /
+          f'scores_{set_name}.json', max_scenarios=num)
+  results, table = _table(scores, summaries)
+  if scaling and main:
+    from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+    first_set = sets[0][0]
+    points = []
+    for name in [f'{main}_x{f:g}' for f in scaling] + [main]:
+      points.append({'label': f'{name} ({summaries[name]["data"]["train_scenarios"]}'
+                             ' scenarios)',
+                     'kl': summaries[name]['kl'].get('kl_per_token', 0.0),
+                     'realism': evaluation.bootstrap(
+                         [r['metametric'] for r in scores[first_set][name]])})
+    points.append({'label': 'reference', 'kl': 0.0,
+                   'realism': evaluation.bootstrap(
+                       [r['metametric']
+                        for r in scores[first_set]['reference']])})
+    _plot_scaling(points, out / 'scaling.png')
+    results['scaling'] = points
+  results['runs'] = {k: {kk: v[kk] for kk in ('data', 'heldout', 'kl',
+                                               'config') if kk in v}
+                     for k, v in summaries.items() if k != 'reference'}
+  (out / 'results.md').write_text('# Alignment comparison\n\n' + table)
+  _write_json(out / 'results.json', results)
+  first_set = sets[0][0]
+  line = ', '.join(
+      f'{m}: {results[first_set][m]["metrics"]["metametric"]["mean"]:.4f}'
+      for m in results[first_set])
+  return f'realism on {first_set}: {line}; {out / "results.md"}'
+
+
+def _eval_sets_of(config, workdir: pathlib.Path) -> list[tuple[str, list]]:
+  sets = []
+  if heldout_files(config, workdir):
+    sets.append(('sumo_heldout', heldout_files(config, workdir)))
+  if config.compare.eval_glob:
+    sets.append(('womd', config.compare.eval_glob.split(',')))
+  if not sets:
+    raise ValueError('config.compare: nothing to evaluate on (no held-out '
+                     'SUMO set and no config.compare.eval_glob)')
+  return sets
+
+
+def _final_params(config, workdir, sample_state, directory: pathlib.Path):
+  return _load_model(config, workdir, sample_state, str(directory))[1]
+
+
 STAGES: dict[str, Callable] = {
     'data': stage_data,
     'inspect': stage_inspect,
@@ -481,12 +807,14 @@ STAGES: dict[str, Callable] = {
     'pretrain': stage_pretrain,
     'evaluate': stage_evaluate,
     'collect': stage_collect,
+    'align': stage_align,
+    'compare': stage_compare,
 }
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runs the configured stages in order, printing one line per stage."""
-  _check(config)
+  _check(config, workdir)
   root = pathlib.Path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   (root / 'config.json').write_text(config.to_json_best_effort(indent=1))

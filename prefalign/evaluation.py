@@ -23,10 +23,11 @@ from prefalign.data import womd
 from prefalign.metrics import wosac
 from prefalign.model import motion_lm
 
-__all__ = ['POLICIES', 'evaluate_files', 'markdown_report']
+__all__ = ['POLICIES', 'evaluate_files', 'markdown_report', 'bootstrap',
+           'SUMMARY']
 
 POLICIES = ('model', 'constant_velocity', 'log_replay')
-_SUMMARY = ('metametric', 'kinematic', 'interactive', 'map_based',
+SUMMARY = ('metametric', 'kinematic', 'interactive', 'map_based',
             'min_average_displacement_error', 'simulated_collision_rate',
             'simulated_offroad_rate', 'simulated_traffic_light_violation_rate')
 
@@ -68,21 +69,9 @@ def evaluate_files(
     state, Trajectory (R, N, 80))]}.
   """
   configs = {c: wosac.get_config(c) for c in challenges}
-  sample = jax.jit(functools.partial(
-      rollout.sample_rollouts, config=model_config,
-      num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
-      top_p=top_p))
-  # The features are computed once and scored under every config.
-  metric = jax.jit(lambda state, traj: {
-      c: wosac.metrics_from_features(
-          wosac.scenario_features(state, traj), config)
-      for c, config in configs.items()})
-  references = {
-      'constant_velocity': jax.jit(functools.partial(
-          wosac.constant_velocity_rollouts, num_rollouts=num_rollouts)),
-      'log_replay': jax.jit(functools.partial(
-          wosac.log_rollouts, num_rollouts=num_rollouts)),
-  } if baselines else {}
+  sample, metric, references = _compiled(
+      model_config, num_rollouts, temperature, top_k, top_p,
+      tuple(challenges), baselines)
   root = jax.random.key(seed)
   per_scenario, kept = [], []
   examples: Iterable = womd.read_examples(list(patterns), reader)
@@ -121,6 +110,30 @@ def evaluate_files(
           'kept': kept}
 
 
+@functools.lru_cache(maxsize=4)
+def _compiled(model_config, num_rollouts, temperature, top_k, top_p,
+              challenges, baselines):
+  """The jitted sampler, metric and references of one setting, built once
+  per process (scoring several checkpoints compiles them once)."""
+  configs = {c: wosac.get_config(c) for c in challenges}
+  sample = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=model_config,
+      num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
+      top_p=top_p))
+  # The features are computed once and scored under every config.
+  metric = jax.jit(lambda state, traj: {
+      c: wosac.metrics_from_features(
+          wosac.scenario_features(state, traj), config)
+      for c, config in configs.items()})
+  references = {
+      'constant_velocity': jax.jit(functools.partial(
+          wosac.constant_velocity_rollouts, num_rollouts=num_rollouts)),
+      'log_replay': jax.jit(functools.partial(
+          wosac.log_rollouts, num_rollouts=num_rollouts)),
+  } if baselines else {}
+  return sample, metric, references
+
+
 def markdown_report(results: dict[str, dict], title: str) -> str:
   """Tables of ``{set name: evaluate_files(...)}``, one per set and config."""
   lines = [f'# {title}', '']
@@ -128,11 +141,11 @@ def markdown_report(results: dict[str, dict], title: str) -> str:
     for challenge, by_policy in res['aggregate'].items():
       n = next(iter(by_policy.values()))['num_scenarios']
       lines += [f'## {set_name}: WOSAC {challenge} ({n} scenarios)', '',
-                '| policy | ' + ' | '.join(_SUMMARY) + ' |',
-                '|---|' + '---|' * len(_SUMMARY)]
+                '| policy | ' + ' | '.join(SUMMARY) + ' |',
+                '|---|' + '---|' * len(SUMMARY)]
       for policy, m in by_policy.items():
         lines.append(f'| {policy} | ' + ' | '.join(
-            f'{m[k]:.4f}' for k in _SUMMARY) + ' |')
+            f'{m[k]:.4f}' for k in SUMMARY) + ' |')
       lines.append('')
       likelihoods = sorted(k for k in next(iter(by_policy.values()))
                            if k.endswith('_likelihood'))
@@ -145,3 +158,30 @@ def markdown_report(results: dict[str, dict], title: str) -> str:
       lines.append('')
   return '\n'.join(lines)
 
+
+
+def bootstrap(values, *, num: int = 2000, seed: int = 0,
+              level: float = 0.95) -> dict[str, Any]:
+  """Mean of per-scenario values with a bootstrap confidence interval.
+
+  Args:
+    values: per-scenario numbers (non-finite ones are dropped).
+    num: resamples (with replacement, over scenarios).
+    seed: the resampling's seed (fixed: the same values give the same
+      interval).
+    level: coverage of the percentile interval.
+
+  Returns:
+    {'n', 'mean', 'median', 'ci' ([low, high]), 'frac_positive'}; {'n': 0}
+    when nothing is finite.
+  """
+  v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+  if not v.size:
+    return {'n': 0}
+  boot = np.random.default_rng(seed).choice(v, (num, v.size)).mean(1)
+  tail = 100 * (1 - level) / 2
+  return {'n': int(v.size), 'mean': float(v.mean()),
+          'median': float(np.median(v)),
+          'ci': [float(np.percentile(boot, tail)),
+                 float(np.percentile(boot, 100 - tail))],
+          'frac_positive': float((v > 0).mean())}

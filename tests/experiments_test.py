@@ -145,3 +145,55 @@ def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
+
+
+def test_compare_runlocal_aligns_baselines_and_tabulates(tmp_path, capsys):
+  from experiments.configs import compare  # pylint: disable=g-import-not-at-top
+  config = compare.get_config('runlocal')
+  config.data.num_scenarios = 16
+  config.data.num_heldout_scenarios = 2
+  config.pretrain.num_steps = 2
+  config.pretrain.eval_every = 2
+  config.pretrain.checkpoint_every = 2
+  config.collect.max_scenarios = 16
+  config.collect.max_num_objects = 16
+  config.collect.num_rollouts = 4
+  config.collect.num_pairs = 1
+  config.align.num_steps = 2
+  config.align.kl_scenarios = 1
+  config.compare.methods = 'dpa_omf:ot:cpl,afd:adversarial:cpl'
+  config.compare.max_scenarios = 1
+  stages.run(config, str(tmp_path))
+  assert 'realism on sumo_heldout: reference:' in capsys.readouterr().out
+  out = tmp_path / 'compare'
+  results = json.loads((out / 'results.json').read_text())
+  table = results['sumo_heldout']
+  assert set(table) == {'reference', 'dpa_omf', 'afd', 'dpa_omf_x0.5'}
+  for method, row in table.items():
+    m = row['metrics']['metametric']
+    assert m['n'] == 1 and m['ci'][0] <= m['mean'] <= m['ci'][1], method
+  assert table['reference']['heldout_accuracy'] is not None
+  runs = results['runs']
+  assert runs['afd']['config']['pairs_from'] == 'adversarial'
+  assert (runs['dpa_omf_x0.5']['data']['train_scenarios'] <
+          runs['dpa_omf']['data']['train_scenarios'])
+  assert (out / 'scaling.png').exists()
+  assert '| dpa_omf |' in (out / 'results.md').read_text()
+  stages.run(config, str(tmp_path))  # everything is read back
+  assert 'exists (skipped)' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('section,key,value,match', [
+    ('align', 'loss', 'ppo', 'config.align: .*loss'),
+    ('align', 'pairs_from', 'best', 'config.align.pairs_from'),
+    ('align', 'batch_size', 3, 'config.align.batch_size'),
+    ('compare', 'methods', 'x:ot', 'config.compare.methods'),
+])
+def test_align_bad_values_stop_before_any_work(tmp_path, section, key, value,
+                                               match):
+  from experiments.configs import compare  # pylint: disable=g-import-not-at-top
+  config = compare.get_config('runlocal')
+  config[section][key] = value
+  with pytest.raises(ValueError, match=match):
+    stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()

@@ -46,6 +46,9 @@ def get_config(arg=None):
   c.aggregate = 'mean'  # over agents: mean | sum
   c.num_pairs = 16  # preferred = the 16 closest, unpreferred = 16 farthest
   c.pairing = 'rank'  # rank | random | all
+  # Store every rollout's tokens (not only the paired ones) so alignment can
+  # re-pair the same rollouts for the baselines (align.pairs_from).
+  c.keep_all_rollouts = False
   # Sinkhorn (prefalign.preference.ot.SinkhornConfig).
   c.epsilon = 0.01  # entropic bias ~0.7 x epsilon per distance
   c.num_iterations = 600  # cap; stops earlier once converged

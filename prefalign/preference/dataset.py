@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import pathlib
+import zlib
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
@@ -48,7 +49,8 @@ from prefalign.preference import ranking as ranking_lib
 
 __all__ = ['PreferenceRecord', 'encode_record', 'decode_record',
            'shard_path', 'read_records', 'collect', 'sequence_tokens',
-           'summarize', 'record_states', 'training_example', 'LOG']
+           'summarize', 'record_states', 'training_example', 'relabel',
+           'compact', 'LOG']
 
 LOG = ranking_lib.LOG
 _SHARD = 'preferences-{:05d}.tfrecord'
@@ -222,7 +224,8 @@ def collect(params, model_config: motion_lm.ModelConfig,
             num_rollouts: int = 64, temperature: float = 1.0,
             top_k: int = 0, top_p: float = 1.0,
             scenarios_per_shard: int = 64, seed: int = 0,
-            max_scenarios: int = 0, meta: Optional[dict] = None,
+            max_scenarios: int = 0, keep_all_rollouts: bool = False,
+            meta: Optional[dict] = None,
             progress: bool = True,
             on_record: Optional[Callable[[PreferenceRecord], None]] = None
             ) -> dict[str, Any]:
@@ -240,6 +243,10 @@ def collect(params, model_config: motion_lm.ModelConfig,
     scenarios_per_shard: scenarios per shard file.
     seed: scenario i samples with ``fold_in(key(seed), i)``.
     max_scenarios: stop after this many (0: all).
+    keep_all_rollouts: store the tokens of all R rollouts and the log's
+      closed-loop tokenization, not only those the pairs use, so ``relabel``
+      can re-pair the same rollouts with another strategy (the baselines at
+      one sampling and ranking cost; R x N x K int16 per scenario).
     meta: extra JSON-able facts stored in meta.json (e.g. the checkpoint).
     progress: a progress bar.
     on_record: called with each new record.
@@ -259,7 +266,7 @@ def collect(params, model_config: motion_lm.ModelConfig,
                  'num_rollouts': num_rollouts, 'temperature': temperature,
                  'top_k': top_k, 'top_p': top_p,
                  'scenarios_per_shard': scenarios_per_shard, 'seed': seed,
-                 **(meta or {})})
+                 'keep_all_rollouts': keep_all_rollouts, **(meta or {})})
   _check_meta(directory, setup)
   sample = jax.jit(functools.partial(
       rollout.sample_rollouts, config=model_config, num_rollouts=num_rollouts,
@@ -298,6 +305,9 @@ def collect(params, model_config: motion_lm.ModelConfig,
           skipped.append(ex.scenario_id)
           continue
         used, pairs = _unique_sequences(r)
+        if keep_all_rollouts:  # every rollout and the log; pairs re-indexed
+          pairs = np.searchsorted(np.arange(LOG, num_rollouts), used)[pairs]
+          used = np.arange(LOG, num_rollouts, dtype=np.int32)
         ids = np.asarray(out.tokens[0])[np.maximum(used, 0)]
         if np.any(used == LOG):
           ids[used == LOG] = np.asarray(tokenize(ex.state))
@@ -460,6 +470,82 @@ def training_example(rec: PreferenceRecord, state: datatypes.SimulatorState,
   return {'state': jax.tree.map(np.asarray, state),
           'tokens': jax.tree.map(np.asarray, toks), 'pairs': pairs,
           'pair_valid': np.arange(num_pairs) < p}
+
+
+def compact(rec: PreferenceRecord) -> PreferenceRecord:
+  """The record with only the sequences its pairs use (pairs re-indexed)."""
+  used, inverse = np.unique(rec.pairs.reshape(-1), return_inverse=True)
+  return dataclasses.replace(
+      rec, sequences=rec.sequences[used],
+      sequence_rollout=rec.sequence_rollout[used],
+      pairs=inverse.reshape(-1, 2).astype(np.int32))
+
+
+def _rng(scenario_id: str, seed: int) -> np.random.Generator:
+  return np.random.default_rng([seed, zlib.crc32(scenario_id.encode())])
+
+
+def relabel(rec: PreferenceRecord, strategy: str, *, num_pairs: int,
+            pairing: str = 'rank', seed: int = 0) -> PreferenceRecord:
+  """Re-pairs a record's rollouts with another ranking strategy.
+
+  The rollouts, their OT distances and ADE are the collection's; only the
+  pairs change, so every strategy sees the same samples (the paper's
+  baselines under one data budget). Strategies as
+  ``ranking.rank_rollouts``: 'ot' and 'ade' rank by the stored distances,
+  'random' by a random permutation, 'adversarial' prefers the logged
+  demonstration over ``num_pairs`` random rollouts. Random choices depend
+  on ``seed`` and the scenario id only.
+
+  Args:
+    rec: a record collected with ``keep_all_rollouts=True``.
+    strategy: one of ``ranking.STRATEGIES``.
+    num_pairs: P (2P <= R; P <= R for 'adversarial').
+    pairing: one of ``ranking.PAIRINGS``.
+    seed: root of the random choices.
+
+  Returns:
+    A compact record (``compact``) with the new pairs; ``distances`` is
+    what the strategy ranked by.
+
+  Raises:
+    ValueError: the record does not hold every rollout and the log, or too
+      few rollouts for the pairs (named).
+  """
+  num = rec.ot_distances.shape[0]
+  have = set(rec.sequence_rollout.tolist())
+  if not have >= set(range(LOG, num)):
+    raise ValueError(
+        f'{rec.scenario_id}: the record holds {len(have)} of its {num} '
+        'rollouts (+ the log); relabel needs a collection with '
+        'keep_all_rollouts=True')
+  config = ranking_lib.RankingConfig(strategy=strategy, num_pairs=num_pairs,
+                                     pairing=pairing)
+  try:
+    config.check(num)
+  except ValueError as e:
+    raise ValueError(f'{rec.scenario_id}: {e}') from None
+  rng = _rng(rec.scenario_id, seed)
+  distances = {'ot': rec.ot_distances, 'ade': rec.ade,
+               'adversarial': rec.ot_distances,
+               'random': rng.random(num).astype(np.float32)}[strategy]
+  if strategy == 'adversarial':
+    unpref = rng.permutation(num)[:num_pairs]
+    pref = np.full_like(unpref, LOG)
+  else:
+    order = np.argsort(distances, kind='stable')
+    best, worst = order[:num_pairs], order[num - num_pairs:]
+    if pairing == 'rank':
+      pref, unpref = best, worst
+    elif pairing == 'random':
+      pref, unpref = best, rng.permutation(worst)
+    else:
+      pref, unpref = np.repeat(best, num_pairs), np.tile(worst, num_pairs)
+  index = {r: i for i, r in enumerate(rec.sequence_rollout.tolist())}
+  pairs = np.array([[index[int(a)], index[int(b)]]
+                    for a, b in zip(pref, unpref)], np.int32)
+  return compact(dataclasses.replace(
+      rec, pairs=pairs, distances=np.asarray(distances, np.float32)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -154,7 +154,7 @@ def _pad_batch(state: datatypes.SimulatorState, size: int):
   return jax.tree.map(lambda a, b: np.concatenate([a, b]), state, filler)
 
 
-class _Writer:
+class MetricsWriter:
   """TensorBoard events and a JSON-lines log (process 0 only)."""
 
   def __init__(self, workdir: pathlib.Path):
@@ -183,7 +183,7 @@ class _Writer:
       self.tb.close()
 
 
-def _finite(values: dict[str, float], step: int) -> None:
+def check_finite(values: dict[str, float], step: int) -> None:
   bad = [k for k, v in values.items() if not math.isfinite(v)]
   if bad:
     raise FloatingPointError(f'non-finite training metrics {bad} at step '
@@ -248,7 +248,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
 
   ckpt = checkpoint_lib.Checkpointer(
       workdir / 'checkpoints', max_to_keep=config.keep_checkpoints)
-  writer = _Writer(workdir)
+  writer = MetricsWriter(workdir)
   restored = ckpt.restore(state)
   if restored is not None:
     state = restored
@@ -330,7 +330,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
             steps_per_second=n / elapsed,
             examples_per_second=n * config.batch_size / elapsed,
             tokens_per_second=host['count'] / elapsed)
-        _finite(last_train, done)
+        check_finite(last_train, done)
         writer.write(done, 'train', last_train)
         bar.set_postfix(loss=f'{last_train.get("loss", 0):.3f}')
         window, t0, n0 = None, time.perf_counter(), done

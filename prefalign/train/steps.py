@@ -19,6 +19,7 @@ import optax
 from flax import struct
 
 from prefalign import datatypes
+from prefalign import rollout
 from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
@@ -27,7 +28,8 @@ from prefalign.train.state import TrainState
 
 __all__ = ['OptimizerConfig', 'make_optimizer', 'model_inputs',
            'train_step', 'eval_step', 'token_counts', 'PreferenceConfig',
-           'PreferenceBatch', 'PREFERENCE_LOSSES', 'preference_step']
+           'PreferenceBatch', 'PREFERENCE_LOSSES', 'preference_step',
+           'preference_eval_step', 'policy_kl']
 
 PREFERENCE_LOSSES = ('cpl', 'dpo', 'sft')
 
@@ -328,3 +330,72 @@ def preference_step(state: TrainState, batch: PreferenceBatch,
   return _apply(state, _preference_loss,
                 (reference, scene, batch, model_config, config),
                 optimizer_config)
+
+
+def preference_eval_step(params, batch: PreferenceBatch, *,
+                         model_config: motion_lm.ModelConfig,
+                         preference_config: PreferenceConfig = (
+                             PreferenceConfig())) -> dict[str, jax.Array]:
+  """How the policy ranks held-out pairs (no gradient; any loss).
+
+  Returns:
+    scalar sums over valid pairs: 'pairs'; 'correct' (the policy's rollout
+    score, ``losses.rollout_scores`` with the config's gamma and agent
+    reduction, is higher for the preferred side: the pair classification
+    accuracy's numerator, the same for every loss); 'margin' (score
+    difference, alpha 1); 'logp_preferred' / 'logp_unpreferred' (per-token
+    mean log-likelihoods).
+  """
+  config = preference_config
+  scene = features.scene_from_state(batch.state, model_config.scene)
+  lp = motion_lm.sequence_log_probs(params, scene, batch.tokens,
+                                    config=model_config)
+  mask = motion_lm.sequence_token_mask(scene, batch.tokens)
+  score = losses.rollout_scores(lp, mask, gamma=config.gamma,
+                                agents=config.agents)
+  tok_lp = losses.safe_mean(jnp.sum(lp, (-2, -1)), jnp.sum(mask, (-2, -1)))
+  pos_i, neg_i = batch.pairs[..., 0], batch.pairs[..., 1]
+  valid = batch.pair_valid.astype(jnp.float32)
+  margin = _pick(score, pos_i) - _pick(score, neg_i)
+  return {'pairs': jnp.sum(valid), 'correct': jnp.sum((margin > 0) * valid),
+          'margin': jnp.sum(margin * valid),
+          'logp_preferred': jnp.sum(_pick(tok_lp, pos_i) * valid),
+          'logp_unpreferred': jnp.sum(_pick(tok_lp, neg_i) * valid)}
+
+
+def policy_kl(params, reference, state: datatypes.SimulatorState,
+              rng: jax.Array, *, model_config: motion_lm.ModelConfig,
+              num_rollouts: int = 8) -> dict[str, jax.Array]:
+  """Monte-Carlo KL(policy || reference) on the policy's own rollouts.
+
+  Samples ``num_rollouts`` joint rollouts of each scenario with the policy
+  (temperature 1, unfiltered) and sums log pi(a) - log pi_ref(a) over their
+  tokens: an unbiased estimate of the KL between the two joint rollout
+  distributions, given the logged history.
+
+  Args:
+    params: the policy's parameters.
+    reference: the reference model's parameters.
+    state: SimulatorState (B, ...).
+    rng: a key.
+    model_config: the model's config (static).
+    num_rollouts: R (static).
+
+  Returns:
+    scalar sums: 'kl' (over every rollout and token), 'rollouts' (B * R),
+    'tokens' (tokens counted); 'kl' / 'rollouts' estimates the joint KL per
+    scenario, 'kl' / 'tokens' the KL per agent token.
+  """
+  out = rollout.sample_rollouts(params, state, rng, config=model_config,
+                                num_rollouts=num_rollouts)
+  scene = features.scene_from_state(state, model_config.scene)
+  b = out.tokens.shape[0]
+  toks = jax.tree.map(lambda a: a.reshape((b, num_rollouts) + a.shape[1:]),
+                      rollout.as_tokens(out))
+  ref_lp = motion_lm.sequence_log_probs(reference, scene, toks,
+                                        config=model_config)
+  mask = motion_lm.sequence_token_mask(scene, toks)
+  diff = jnp.where(mask, out.log_probs - ref_lp, 0.0)
+  return {'kl': jnp.sum(diff),
+          'rollouts': jnp.asarray(b * num_rollouts, jnp.float32),
+          'tokens': jnp.sum(mask).astype(jnp.float32)}

@@ -1,0 +1,447 @@
+"""``align_and_evaluate``: preference alignment of a pre-trained model.
+
+One function runs an alignment job from a frozen ``AlignConfig``::
+
+  align_and_evaluate(AlignConfig(preference_dirs=('runs/x/preferences',),
+                                 init_from='runs/x/pretrain/checkpoints'),
+                     workdir)
+
+The preference records (``preference.dataset``) are split by scenario into
+training and held-out parts (a hash of the scenario id, so the split does not
+depend on the order or number of records). Training records are optionally
+re-paired with another ranking strategy (``pairs_from``: the baselines on the
+same rollouts, ``dataset.relabel``) and cut to a data budget
+(``max_scenarios``); held-out records are paired by ``eval_pairs_from`` (the
+OT ranking by default) for every method alike.
+
+The policy starts from ``init_from`` (the reference model, kept frozen for
+DPO and for the KL estimate) and takes ``steps.preference_step`` on batches
+of scenarios, data-parallel over all devices. Every ``eval_every`` steps it
+logs, on the held-out pairs, the pair classification accuracy and the
+likelihoods of preferred and unpreferred rollouts, and a Monte-Carlo
+estimate of KL(policy || reference) on the policy's own rollouts; every
+``realism_every`` steps (and at the end) the WOSAC realism of a validation
+set. Metrics go to ``metrics.jsonl`` and TensorBoard in the workdir;
+checkpoints to ``workdir/checkpoints``. Restarting the same job resumes from
+its last checkpoint with the same data order (a function of seed and step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import pathlib
+import time
+import zlib
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from prefalign.data import pipeline
+from prefalign.data import womd
+from prefalign.model import motion_lm
+from prefalign.preference import dataset
+from prefalign.preference import ranking
+from prefalign.train import checkpoint as checkpoint_lib
+from prefalign.train import loop
+from prefalign.train import parallel
+from prefalign.train import steps
+from prefalign.train.state import TrainState
+
+__all__ = ['AlignConfig', 'align_and_evaluate', 'split_records',
+           'is_heldout']
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+  """An alignment job.
+
+  Attributes:
+    preference_dirs: directories of collected preference records.
+    init_from: checkpoint directory of the pre-trained (reference) model.
+    model: its config.
+    objective: the preference loss (cpl: DPA-OMF; sft: SFT-bestOA; dpo).
+    optimizer: AdamW and its schedule (``total_steps`` = ``num_steps``).
+    reader: sizes of re-read scenarios (as at collection).
+    pairs_from: '' (the records' own pairs) or a ranking strategy to re-pair
+      the training records with ('ot', 'ade', 'random', 'adversarial';
+      records collected with ``keep_all_rollouts``).
+    num_pairs: pairs per scenario when re-pairing (0: as collected).
+    pairing: 'rank', 'random' or 'all' when re-pairing.
+    eval_pairs_from: strategy of the held-out pairs ('' or as pairs_from;
+      applied when the records hold every rollout).
+    heldout_fraction: share of scenarios held out (by scenario-id hash).
+    max_scenarios: training scenarios used (0: all): the data budget.
+    batch_size: scenarios per step, a multiple of the device count.
+    num_steps: alignment steps.
+    seed: data order and sampling.
+    shuffle_buffer: scenarios held for shuffling.
+    log_every, eval_every, checkpoint_every, keep_checkpoints: as
+      pre-training.
+    kl_scenarios: held-out scenarios of the KL estimate (0: none).
+    kl_rollouts: policy rollouts per scenario of the KL estimate.
+    realism_files: WOMD patterns scored for realism (empty: none).
+    realism_scenarios: scenarios of them scored (0: all).
+    realism_rollouts: rollouts per scenario (WOSAC: 32).
+    realism_every: steps between realism scores (0: only at the end).
+    num_devices: devices of the data mesh (None: all).
+    progress: progress bars.
+  """
+  preference_dirs: tuple[str, ...]
+  init_from: str
+  model: motion_lm.ModelConfig = motion_lm.ModelConfig()
+  objective: steps.PreferenceConfig = steps.PreferenceConfig()
+  optimizer: steps.OptimizerConfig = steps.OptimizerConfig(
+      learning_rate=1e-4, warmup_steps=10, total_steps=200)
+  reader: womd.ReaderConfig = womd.ReaderConfig()
+  pairs_from: str = ''
+  num_pairs: int = 0
+  pairing: str = 'rank'
+  eval_pairs_from: str = 'ot'
+  heldout_fraction: float = 0.1
+  max_scenarios: int = 0
+  batch_size: int = 8
+  num_steps: int = 200
+  seed: int = 0
+  shuffle_buffer: int = 64
+  log_every: int = 10
+  eval_every: int = 50
+  checkpoint_every: int = 50
+  keep_checkpoints: int = 2
+  kl_scenarios: int = 4
+  kl_rollouts: int = 8
+  realism_files: tuple[str, ...] = ()
+  realism_scenarios: int = 8
+  realism_rollouts: int = 16
+  realism_every: int = 0
+  num_devices: Optional[int] = None
+  progress: bool = True
+
+
+def check_config(config: AlignConfig, mesh) -> None:
+  """Stops with a message naming the config key, before any compilation."""
+  parallel.check_batch_size(config.batch_size, mesh, 'batch_size')
+  for name in ('num_steps', 'log_every', 'eval_every', 'checkpoint_every',
+               'keep_checkpoints', 'shuffle_buffer', 'kl_rollouts',
+               'realism_rollouts'):
+    if getattr(config, name) < 1:
+      raise ValueError(f'{name} must be >= 1, got {getattr(config, name)}')
+  for name in ('pairs_from', 'eval_pairs_from'):
+    if getattr(config, name) not in ('',) + ranking.STRATEGIES:
+      raise ValueError(f'{name}={getattr(config, name)!r} is not one of '
+                       f"{('',) + ranking.STRATEGIES}")
+  if config.pairing not in ranking.PAIRINGS:
+    raise ValueError(f'pairing={config.pairing!r} is not one of '
+                     f'{ranking.PAIRINGS}')
+  if not 0 < config.heldout_fraction < 1:
+    raise ValueError('heldout_fraction must be in (0, 1), got '
+                     f'{config.heldout_fraction}')
+  if config.optimizer.total_steps != config.num_steps:
+    raise ValueError(
+        f'optimizer.total_steps={config.optimizer.total_steps} differs from '
+        f'num_steps={config.num_steps}')
+  if not config.preference_dirs:
+    raise ValueError('preference_dirs is empty: run the collect stage')
+  for d in config.preference_dirs:
+    if not list(pathlib.Path(d).glob('preferences-*.tfrecord')):
+      raise ValueError(f'preference_dirs: {d} holds no preference shards '
+                       '(preferences-*.tfrecord); run the collect stage')
+  if not config.init_from:
+    raise ValueError('init_from is empty: alignment starts from the '
+                     'pre-trained checkpoint')
+  if not any(p.name.isdigit() for p in pathlib.Path(config.init_from).glob(
+      '*')):
+    raise ValueError(f'init_from: no checkpoint in {config.init_from}')
+  if config.realism_files:
+    try:
+      womd.expand_paths(list(config.realism_files))
+    except FileNotFoundError as e:
+      raise ValueError(f'realism_files: {e}') from None
+
+
+def is_heldout(scenario_id: str, fraction: float) -> bool:
+  """Whether a scenario is held out (a hash of its id; stable everywhere)."""
+  return zlib.crc32(scenario_id.encode()) % 10_000 < fraction * 10_000
+
+
+def _pairs(rec, strategy: str, config: AlignConfig, heldout: bool):
+  if not strategy:
+    return dataset.compact(rec)
+  num = config.num_pairs or int(
+      rec.pairs.shape[0] if config.pairing != 'all' else
+      round(rec.pairs.shape[0]**0.5))
+  if heldout:
+    holds_all = set(rec.sequence_rollout.tolist()) >= set(
+        range(dataset.LOG, rec.ot_distances.shape[0]))
+    if not holds_all:  # the collection's own pairs
+      return dataset.compact(rec)
+    return dataset.relabel(rec, strategy, num_pairs=num, pairing='rank',
+                           seed=config.seed)
+  return dataset.relabel(rec, strategy, num_pairs=num,
+                         pairing=config.pairing, seed=config.seed)
+
+
+def split_records(config: AlignConfig
+                  ) -> tuple[list[dataset.PreferenceRecord],
+                             list[dataset.PreferenceRecord]]:
+  """(training, held-out) records, paired as configured.
+
+  Training records keep the collection order, cut to ``max_scenarios``;
+  records whose ranking counted no agent were never written.
+  """
+  train, heldout = [], []
+  for d in config.preference_dirs:
+    for rec in dataset.read_records(d):
+      if is_heldout(rec.scenario_id, config.heldout_fraction):
+        heldout.append(_pairs(rec, config.eval_pairs_from, config, True))
+      else:
+        train.append(_pairs(rec, config.pairs_from, config, False))
+  if config.max_scenarios:
+    if len(train) < config.max_scenarios:
+      raise ValueError(
+          f'max_scenarios={config.max_scenarios}: only {len(train)} training '
+          f'scenarios in {list(config.preference_dirs)}')
+    train = train[:config.max_scenarios]
+  if not train:
+    raise ValueError(f'no training scenarios in {list(config.preference_dirs)}'
+                     f' (heldout_fraction={config.heldout_fraction})')
+  return train, heldout
+
+
+def _examples(records, config: AlignConfig, sizes: tuple[int, int], *,
+              train: bool, skip: int = 0) -> Iterator[dict[str, Any]]:
+  """Padded training examples; endless shuffled epochs when ``train``."""
+
+  def stream():
+    for epoch in itertools.count() if train else (0,):
+      order = records
+      if train:
+        rng = np.random.default_rng([config.seed, epoch])
+        order = [records[i] for i in rng.permutation(len(records))]
+        # Records of one source file come back in file order; a buffer
+        # shuffles them again.
+        yield from _shuffle(dataset.record_states(order, config.reader),
+                            config.shuffle_buffer,
+                            np.random.default_rng([config.seed, epoch, 1]))
+      else:
+        yield from dataset.record_states(order, config.reader)
+
+  for rec, state in itertools.islice(stream(), skip, None):
+    yield dataset.training_example(rec, state, config.model,
+                                   num_sequences=sizes[0],
+                                   num_pairs=sizes[1])
+
+
+def _shuffle(items, size: int, rng: np.random.Generator):
+  buf = []
+  for item in items:
+    buf.append(item)
+    if len(buf) >= size:
+      yield buf.pop(int(rng.integers(len(buf))))
+  rng.shuffle(buf)
+  yield from buf
+
+
+def _stack(rows: list[dict[str, Any]], size: int) -> steps.PreferenceBatch:
+  """A PreferenceBatch of ``size`` rows (short: padded, no valid pair)."""
+  rows = rows + [dict(rows[0], pair_valid=np.zeros_like(rows[0]['pair_valid']))
+                 ] * (size - len(rows))
+  stacked = jax.tree.map(lambda *a: np.stack(a), *rows)
+  return steps.PreferenceBatch(**stacked)
+
+
+def _batches(examples, size: int) -> Iterator[steps.PreferenceBatch]:
+  while True:
+    rows = list(itertools.islice(examples, size))
+    if not rows:
+      return
+    yield _stack(rows, size)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(model, optimizer, objective, kl_rollouts, mesh):
+  """The jitted step, held-out evaluation and KL estimate of one setting,
+  built once per process (several alignment runs compile them once)."""
+  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  step_fn = parallel.jit_step(
+      functools.partial(steps.preference_step, model_config=model,
+                        optimizer_config=optimizer,
+                        preference_config=objective), mesh, num_extra=1)
+  eval_fn = jax.jit(functools.partial(
+      steps.preference_eval_step, model_config=model,
+      preference_config=objective),
+                    in_shardings=(repl, data), out_shardings=repl)
+  kl_fn = jax.jit(functools.partial(steps.policy_kl, model_config=model,
+                                    num_rollouts=kl_rollouts))
+  return step_fn, eval_fn, kl_fn
+
+
+def _host_copy(tree):
+  return jax.tree.map(lambda a: np.array(jax.device_get(a)), tree)
+
+
+def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
+                       callback: Optional[Callable[[int, dict], None]] = None
+                       ) -> dict[str, Any]:
+  """Runs (or resumes) alignment; returns the final evaluation.
+
+  Args:
+    config: the job.
+    workdir: checkpoints, ``metrics.jsonl``, TensorBoard events.
+    callback: ``callback(step, metrics)`` after every step (tests).
+
+  Returns:
+    {'step', 'train' (last logged training metrics), 'heldout' (pair
+    metrics), 'kl', 'realism' ({'2025' aggregate of the model}), 'data'
+    (scenario and pair counts)} — also the last rows of metrics.jsonl.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = parallel.make_mesh(config.num_devices)
+  check_config(config, mesh)
+  train_recs, heldout_recs = split_records(config)
+  sizes = (max(r.sequences.shape[0] for r in train_recs + heldout_recs),
+           max(r.pairs.shape[0] for r in train_recs + heldout_recs))
+  data_info = {'train_scenarios': len(train_recs),
+               'train_pairs': int(sum(r.pairs.shape[0] for r in train_recs)),
+               'heldout_scenarios': len(heldout_recs),
+               'heldout_pairs': int(sum(r.pairs.shape[0]
+                                        for r in heldout_recs)),
+               'sequences_per_scenario': sizes[0],
+               'pairs_per_scenario': sizes[1]}
+  local_recs = train_recs[jax.process_index()::jax.process_count()]
+  local = config.batch_size // jax.process_count()
+
+  # The reference (frozen) and the policy's start: one host copy, two
+  # device copies (the step donates the policy's buffers).
+  first = next(_examples(train_recs[:1], config, sizes, train=False))
+  like = jax.eval_shape(
+      lambda b: motion_lm.init(jax.random.key(0), config.model,
+                               *steps.model_inputs(b, config.model)),
+      jax.tree.map(lambda a: a[None], first['state']))
+  params0 = _host_copy(checkpoint_lib.load_params(config.init_from, like))
+  reference = parallel.replicate(params0, mesh)
+  tx = steps.make_optimizer(config.optimizer)
+  # Placed like the step's outputs, so the first step compiles the only
+  # executable.
+  state = parallel.replicate(TrainState.create(_host_copy(params0), tx), mesh)
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
+                                     max_to_keep=config.keep_checkpoints)
+  restored = ckpt.restore(state)
+  origin = f'from {config.init_from}'
+  if restored is not None:
+    state = restored
+    origin = f'resumed from step {int(state.step)}'
+  start = int(jax.device_get(state.step))
+  writer = loop.MetricsWriter(workdir)
+  if jax.process_index() == 0:
+    print(f'aligning ({config.objective.loss}, pairs '
+          f'{config.pairs_from or "as collected"}) on {len(train_recs)} '
+          f'scenarios / {data_info["train_pairs"]} pairs, {len(heldout_recs)}'
+          f' held out, {mesh.devices.size} device(s), {origin}', flush=True)
+
+  step_fn, eval_fn, kl_fn = _compiled(config.model, config.optimizer,
+                                      config.objective, config.kl_rollouts,
+                                      mesh)
+  heldout = list(_examples(heldout_recs, config, sizes, train=False))
+  kl_states = [h['state'] for h in heldout[:config.kl_scenarios]]
+  kl_batch = (jax.tree.map(lambda *a: np.stack(a), *kl_states)
+              if kl_states else None)
+  root = jax.random.key(config.seed)
+
+  def evaluate(step: int) -> dict[str, dict[str, float]]:
+    out = {}
+    if heldout:
+      total = None
+      for i in range(0, len(heldout), config.batch_size):
+        batch = _stack(heldout[i:i + config.batch_size], config.batch_size)
+        sums = eval_fn(state.params, parallel.shard_batch(batch, mesh))
+        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+      t = {k: float(v) for k, v in jax.device_get(total).items()}
+      n = max(t['pairs'], 1.0)
+      out['heldout'] = {'pairs': t['pairs'], 'accuracy': t['correct'] / n,
+                        'margin': t['margin'] / n,
+                        'logp_preferred': t['logp_preferred'] / n,
+                        'logp_unpreferred': t['logp_unpreferred'] / n}
+    if kl_batch is not None:
+      k = {key: float(v) for key, v in jax.device_get(kl_fn(
+          state.params, reference, kl_batch,
+          jax.random.fold_in(root, 1_000_000 + step))).items()}
+      out['kl'] = {'kl_per_scenario': k['kl'] / k['rollouts'],
+                   'kl_per_token': k['kl'] / max(k['tokens'], 1.0)}
+    for split, values in out.items():
+      writer.write(step, f'eval/{split}', values)
+    return out
+
+  def realism(step: int) -> dict[str, float]:
+    if not config.realism_files:
+      return {}
+    from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+    res = evaluation.evaluate_files(
+        state.params, config.model, list(config.realism_files),
+        reader=config.reader, num_rollouts=config.realism_rollouts,
+        challenges=('2025',), max_scenarios=config.realism_scenarios,
+        baselines=False, seed=config.seed, progress=False)
+    values = dict(res['aggregate']['2025']['model'])
+    writer.write(step, 'eval/realism', values)
+    return values
+
+  batches = pipeline.prefetch(_batches(
+      _examples(local_recs, config, sizes, train=True, skip=start * local),
+      local), size=2)
+  results = evaluate(start) if start == 0 else {}
+  real = {}
+  last: dict[str, float] = {}
+  window, t0, n0 = None, time.perf_counter(), start
+  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc='align',
+                  disable=not config.progress or jax.process_index() != 0)
+  try:
+    for step in range(start, config.num_steps):
+      batch = parallel.shard_batch(next(batches), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(root, step),
+                               reference)
+      window = metrics if window is None else jax.tree.map(
+          jnp.add, window, metrics)
+      done = step + 1
+      if done % config.log_every == 0 or done == config.num_steps:
+        host = {k: float(v) for k, v in jax.device_get(window).items()}
+        n, pairs = done - n0, max(host['pairs'], 1.0)
+        last = {'loss': host['loss'] / max(host['count'], 1.0),
+                'accuracy': host['correct'] / pairs,
+                'logp_preferred': host['logp_preferred'] / pairs,
+                'logp_unpreferred': host['logp_unpreferred'] / pairs,
+                'grad_norm': host['grad_norm'] / n,
+                'learning_rate': host['learning_rate'] / n,
+                'steps_per_second': n / (time.perf_counter() - t0)}
+        if 'bc_count' in host:
+          last['bc_loss'] = host['bc_loss'] / max(host['bc_count'], 1.0)
+        loop.check_finite(last, done)
+        writer.write(done, 'train', last)
+        bar.set_postfix(loss=f'{last["loss"]:.3f}',
+                        acc=f'{last["accuracy"]:.2f}')
+        window, t0, n0 = None, time.perf_counter(), done
+      bar.update(1)
+      if done % config.eval_every == 0 or done == config.num_steps:
+        results = evaluate(done)
+      if config.realism_every and done % config.realism_every == 0 and (
+          done != config.num_steps):
+        realism(done)
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        ckpt.save(state)
+      if callback is not None:
+        callback(done, metrics)
+    if not results:
+      results = evaluate(start)
+    real = realism(int(jax.device_get(state.step)))
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+  return {'step': int(jax.device_get(state.step)), 'train': last,
+          'heldout': results.get('heldout', {}), 'kl': results.get('kl', {}),
+          'realism': real, 'data': data_info, 'params': state.params}
+
