@@ -162,13 +162,15 @@ def test_compare_runlocal_aligns_baselines_and_tabulates(tmp_path, capsys):
   config.align.num_steps = 2
   config.align.kl_scenarios = 1
   config.compare.methods = 'dpa_omf:ot:cpl,afd:adversarial:cpl'
+  config.compare.ablation = 'collision'
   config.compare.max_scenarios = 1
   stages.run(config, str(tmp_path))
   assert 'realism on sumo_heldout: reference:' in capsys.readouterr().out
   out = tmp_path / 'compare'
   results = json.loads((out / 'results.json').read_text())
   table = results['sumo_heldout']
-  assert set(table) == {'reference', 'dpa_omf', 'afd', 'dpa_omf_x0.5'}
+  assert set(table) == {'reference', 'dpa_omf', 'afd', 'dpa_omf_x0.5',
+                        'dpa_omf_collision'}
   for method, row in table.items():
     m = row['metrics']['metametric']
     assert m['n'] == 1 and m['ci'][0] <= m['mean'] <= m['ci'][1], method
@@ -178,6 +180,12 @@ def test_compare_runlocal_aligns_baselines_and_tabulates(tmp_path, capsys):
   assert (runs['dpa_omf_x0.5']['data']['train_scenarios'] <
           runs['dpa_omf']['data']['train_scenarios'])
   assert (out / 'scaling.png').exists()
+  # The ablation collected the same rollouts again, ranked by collisions.
+  meta = json.loads((tmp_path / 'preferences_collision' / 'meta.json'
+                     ).read_text())
+  assert meta['ranking']['feature_set'] == 'collision'
+  assert runs['dpa_omf_collision']['data']['train_scenarios'] == (
+      runs['dpa_omf']['data']['train_scenarios'])
   assert '| dpa_omf |' in (out / 'results.md').read_text()
   stages.run(config, str(tmp_path))  # everything is read back
   assert 'exists (skipped)' in capsys.readouterr().out
