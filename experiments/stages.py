@@ -533,12 +533,13 @@ def align_config(config, workdir: pathlib.Path, **overrides
 
 def _check_align(config, workdir: pathlib.Path) -> None:
   """Config errors of the align stage that need no data."""
+  from prefalign.preference import ranking  # pylint: disable=g-import-not-at-top
   from prefalign.train import parallel  # pylint: disable=g-import-not-at-top
   a = config.align
   for key in ('pairs_from', 'eval_pairs_from'):
-    if a[key] not in ('',) + ('ot', 'ade', 'adversarial', 'random'):
+    if a[key] not in ('',) + ranking.STRATEGIES:
       raise ValueError(f'config.align.{key}={a[key]!r} is not one of '
-                       "('', 'ot', 'ade', 'adversarial', 'random')")
+                       f"{('',) + ranking.STRATEGIES}")
   parallel.check_batch_size(a.batch_size, parallel.make_mesh(),
                             'config.align.batch_size')
   align_config(config, workdir)  # the objective's values
@@ -582,15 +583,17 @@ def stage_align(config, workdir: pathlib.Path) -> str:
 
 def _methods(spec: str) -> list[tuple[str, str, str]]:
   """'name:pairs_from:loss,...' -> [(name, pairs_from, loss)]."""
+  from prefalign.preference import ranking  # pylint: disable=g-import-not-at-top
+  from prefalign.train import steps  # pylint: disable=g-import-not-at-top
   out = []
   for item in filter(None, spec.split(',')):
     parts = item.split(':')
-    if len(parts) != 3 or parts[1] not in ('ot', 'ade', 'adversarial',
-                                           'random') or parts[2] not in (
-                                               'cpl', 'dpo', 'sft'):
+    if (len(parts) != 3 or parts[1] not in ranking.STRATEGIES or
+        parts[2] not in steps.PREFERENCE_LOSSES):
       raise ValueError(
           f'config.compare.methods: {item!r} is not name:pairs_from:loss '
-          '(pairs_from ot|ade|adversarial|random, loss cpl|dpo|sft)')
+          f'(pairs_from in {ranking.STRATEGIES}, loss in '
+          f'{steps.PREFERENCE_LOSSES})')
     out.append(tuple(parts))
   if len({m[0] for m in out}) != len(out):
     raise ValueError(f'config.compare.methods: repeated names in {spec!r}')
