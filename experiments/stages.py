@@ -745,23 +745,24 @@ def stage_compare(config, workdir: pathlib.Path) -> str:
   if main:
     summaries['reference'] = {'reference_accuracy':
                               _reference_accuracy(workdir, main)}
+  first_set = sets[0][0]
+  params = {'reference': ref_params}
   scores: dict[str, dict[str, list]] = {}
   for set_name, patterns in sets:
     scores[set_name] = {}
-    num = c.max_scenarios
     for name in ['reference'] + [m[0] for m in methods] + (
-        list(extra) if set_name == sets[0][0] else []):
-      params = ref_params if name == 'reference' else _final_params(
-          config, workdir, first.state, (out / name / 'checkpoints'))
+        list(extra) if set_name == first_set else []):
+      if name not in params:
+        params[name] = _final_params(config, workdir, first.state,
+                                     out / name / 'checkpoints')
       print(f'[compare] scoring {name} on {set_name}', flush=True)
       scores[set_name][name] = _score(
-          params, mc, patterns, config, out / name / f'scores_{set_name}.json'
-          if name != 'reference' else out / 'reference' /
-          f'scores_{set_name}.json', max_scenarios=num)
+          params[name], mc, patterns, config,
+          out / name / f'scores_{set_name}.json',
+          max_scenarios=c.max_scenarios)
   results, table = _table(scores, summaries)
   if scaling and main:
     from prefalign import evaluation  # pylint: disable=g-import-not-at-top
-    first_set = sets[0][0]
     points = []
     for name in [f'{main}_x{f:g}' for f in scaling] + [main]:
       points.append({'label': f'{name} ({summaries[name]["data"]["train_scenarios"]}'
@@ -780,7 +781,6 @@ def stage_compare(config, workdir: pathlib.Path) -> str:
                      for k, v in summaries.items() if k != 'reference'}
   (out / 'results.md').write_text('# Alignment comparison\n\n' + table)
   _write_json(out / 'results.json', results)
-  first_set = sets[0][0]
   line = ', '.join(
       f'{m}: {results[first_set][m]["metrics"]["metametric"]["mean"]:.4f}'
       for m in results[first_set])
