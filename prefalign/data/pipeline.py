@@ -32,6 +32,7 @@ __all__ = [
     'scenarios',
     'batches',
     'prefetch',
+    'shuffle',
     'shard_paths',
 ]
 
@@ -122,8 +123,8 @@ def scenarios(
     if filter_fn is not None:
       stream = (ex for ex in stream if filter_fn(ex))
     if config.shuffle and config.shuffle_buffer > 1:
-      stream = _shuffle(stream, config.shuffle_buffer,
-                        np.random.default_rng(config.seed + 7919 * epoch + 1))
+      stream = shuffle(stream, config.shuffle_buffer,
+                       np.random.default_rng(config.seed + 7919 * epoch + 1))
     yield from stream
     epoch += 1
 
@@ -146,7 +147,9 @@ def _convert(paths, config, stats, split_records):
       stats.skip(e)
 
 
-def _shuffle(stream, size, rng):
+def shuffle(stream: Iterable, size: int,
+            rng: np.random.Generator) -> Iterator:
+  """A shuffle buffer: holds ``size`` items, yields a random one of them."""
   buf = []
   for ex in stream:
     buf.append(ex)

@@ -224,9 +224,10 @@ def _examples(records, config: AlignConfig, sizes: tuple[int, int], *,
         order = [records[i] for i in rng.permutation(len(records))]
         # Records of one source file come back in file order; a buffer
         # shuffles them again.
-        yield from _shuffle(dataset.record_states(order, config.reader),
-                            config.shuffle_buffer,
-                            np.random.default_rng([config.seed, epoch, 1]))
+        yield from pipeline.shuffle(
+            dataset.record_states(order, config.reader),
+            config.shuffle_buffer,
+            np.random.default_rng([config.seed, epoch, 1]))
       else:
         yield from dataset.record_states(order, config.reader)
 
@@ -234,16 +235,6 @@ def _examples(records, config: AlignConfig, sizes: tuple[int, int], *,
     yield dataset.training_example(rec, state, config.model,
                                    num_sequences=sizes[0],
                                    num_pairs=sizes[1])
-
-
-def _shuffle(items, size: int, rng: np.random.Generator):
-  buf = []
-  for item in items:
-    buf.append(item)
-    if len(buf) >= size:
-      yield buf.pop(int(rng.integers(len(buf))))
-  rng.shuffle(buf)
-  yield from buf
 
 
 def _stack(rows: list[dict[str, Any]], size: int) -> steps.PreferenceBatch:
