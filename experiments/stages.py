@@ -10,6 +10,7 @@ a finished one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -49,6 +50,26 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
       config.data.sumo_network not in sumo.NETWORKS):
     raise ValueError(f'config.data.sumo_network={config.data.sumo_network!r}'
                      f' is not one of {sorted(sumo.NETWORKS)}')
+  if config.data.get('womd_heldout_glob', ''):
+    if not config.data.womd_glob:
+      raise ValueError('config.data.womd_heldout_glob needs '
+                       'config.data.womd_glob (the training files)')
+    try:
+      womd.expand_paths(config.data.womd_heldout_glob.split(','))
+    except FileNotFoundError as e:
+      raise ValueError(f'config.data.womd_heldout_glob: {e}') from None
+  if config.data.womd_glob:
+    try:
+      womd.expand_paths(config.data.womd_glob.split(','))
+    except FileNotFoundError as e:
+      raise ValueError(f'config.data.womd_glob: {e}') from None
+  if 'report' in config.stages:
+    if 'report' not in config or 'compare' not in config:
+      raise ValueError("config.stages: 'report' needs the compare and "
+                       'report sections (experiments/configs/demo.py)')
+    if config.report.num_rollouts < 4:
+      raise ValueError('config.report.num_rollouts must be >= 4, got '
+                       f'{config.report.num_rollouts}')
   if config.data.num_scenarios < 1:
     raise ValueError('config.data.num_scenarios must be >= 1, got '
                      f'{config.data.num_scenarios}')
@@ -72,6 +93,7 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
     _check_align(config, pathlib.Path(workdir))
   if 'compare' in config.stages:
     _methods(config.compare.methods)
+    _eval_sets_of(config, pathlib.Path(workdir))
   if 'collect' in config.stages:
     ranking_config(config)
     if config.collect.glob:
@@ -118,12 +140,20 @@ def _num_heldout(config) -> int:
 
 
 def heldout_files(config, workdir: pathlib.Path) -> list[str]:
-  """The generated held-out SUMO files (none for WOMD or synthetic)."""
-  if config.data.womd_glob or config.data.source != 'sumo' or not _num_heldout(
-      config):
+  """The held-out scenarios: generated SUMO ones, or
+  ``config.data.womd_heldout_glob`` with WOMD (none for synthetic)."""
+  if config.data.womd_glob:
+    glob = config.data.get('womd_heldout_glob', '')
+    return womd.expand_paths(glob.split(',')) if glob else []
+  if config.data.source != 'sumo' or not _num_heldout(config):
     return []
   return [str(workdir / 'data' / 'sumo_heldout' /
               f'{config.data.sumo_network}.tfrecord-*')]
+
+
+def heldout_name(config) -> str:
+  """The held-out set's name in tables and metrics."""
+  return 'womd_heldout' if config.data.womd_glob else 'sumo_heldout'
 
 
 def model_config(config) -> 'model_lib.ModelConfig':
@@ -285,7 +315,8 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
   p = config.pretrain
   eval_sets = []
   if heldout_files(config, workdir):
-    eval_sets.append(('sumo_heldout', tuple(heldout_files(config, workdir))))
+    eval_sets.append((heldout_name(config),
+                      tuple(heldout_files(config, workdir))))
   if p.eval_glob:
     eval_sets.append(('womd', tuple(p.eval_glob.split(','))))
   train_config = train.TrainConfig(
@@ -306,6 +337,10 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
       keep_checkpoints=p.keep_checkpoints,
       unigram_batches=p.unigram_batches, init_from=p.init_from)
   out = workdir / 'pretrain'
+  if (out / 'summary.json').exists():
+    done = json.loads((out / 'summary.json').read_text())
+    if done['step'] >= p.num_steps:
+      return f'{out / "summary.json"} exists (skipped)'
   result = train.train_and_evaluate(train_config, out)
   summary = {'step': result['step'], 'num_params': result['num_params'],
              'eval': result['eval'], 'train': result['train']}
@@ -339,7 +374,7 @@ def _load_model(config, workdir: pathlib.Path, sample_state,
 def _eval_sets(config, workdir: pathlib.Path) -> list[tuple[str, list[str]]]:
   sets = []
   if heldout_files(config, workdir):
-    sets.append(('sumo_heldout', heldout_files(config, workdir)))
+    sets.append((heldout_name(config), heldout_files(config, workdir)))
   if config.evaluate.eval_glob:
     sets.append(('womd', config.evaluate.eval_glob.split(',')))
   if not sets:
@@ -790,17 +825,188 @@ def stage_compare(config, workdir: pathlib.Path) -> str:
 def _eval_sets_of(config, workdir: pathlib.Path) -> list[tuple[str, list]]:
   sets = []
   if heldout_files(config, workdir):
-    sets.append(('sumo_heldout', heldout_files(config, workdir)))
+    sets.append((heldout_name(config), heldout_files(config, workdir)))
   if config.compare.eval_glob:
     sets.append(('womd', config.compare.eval_glob.split(',')))
   if not sets:
     raise ValueError('config.compare: nothing to evaluate on (no held-out '
-                     'SUMO set and no config.compare.eval_glob)')
+                     'SUMO set, no config.data.womd_heldout_glob and no '
+                     'config.compare.eval_glob)')
   return sets
 
 
 def _final_params(config, workdir, sample_state, directory: pathlib.Path):
   return _load_model(config, workdir, sample_state, str(directory))[1]
+
+
+def _read_example(patterns: list[str], index: int, reader: womd.ReaderConfig,
+                  key: str) -> womd.ScenarioExample:
+  """The ``index``-th scenario of some files (errors name the config key)."""
+  for i, ex in enumerate(womd.read_examples(patterns, reader)):
+    if i == index:
+      return ex
+  raise ValueError(f'{key}={index}: the files {patterns} hold only {i + 1} '
+                   'scenario(s)')
+
+
+def _report_pictures(config, workdir: pathlib.Path, out: pathlib.Path,
+                     main: str) -> tuple[Optional[str], Optional[str], str]:
+  """The ranking of one scenario's rollouts and the before / after GIF."""
+  from prefalign import preference  # pylint: disable=g-import-not-at-top
+  from prefalign import rollout  # pylint: disable=g-import-not-at-top
+  from prefalign import viz  # pylint: disable=g-import-not-at-top
+  r = config.report
+  set_name, patterns = _eval_sets_of(config, workdir)[0]
+  ex = _read_example(patterns, r.scenario, womd.ReaderConfig(
+      max_num_objects=config.compare.max_num_objects,
+      max_roadgraph_points=config.data.max_roadgraph_points,
+      max_traffic_lights=config.data.max_traffic_lights), 'config.report.scenario')
+  mc, ref, _ = _load_model(config, workdir, ex.state,
+                           _reference_checkpoint(config, workdir))
+  aligned = _final_params(config, workdir, ex.state,
+                          workdir / 'compare' / main / 'checkpoints')
+  batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
+  key = jax.random.fold_in(jax.random.key(config.seed), 2026)
+  # Ranking: the reference's rollouts of a held-out scenario, ranked as the
+  # collection ranks them, a quarter on each side (the paper: 16 of 64).
+  rc = dataclasses.replace(ranking_config(config),
+                           num_pairs=max(1, r.num_rollouts // 4))
+  out_r = jax.jit(functools.partial(
+      rollout.sample_rollouts, config=mc, num_rollouts=r.num_rollouts))(
+          ref, batch, key)
+  traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out_r))
+  ranking = jax.device_get(jax.jit(functools.partial(
+      preference.rank_rollouts, config=rc))(ex.state, traj, key))
+  t = jax.device_get(out_r.trajectory)
+  pos = np.where(t.valid[0][..., None],
+                 np.stack([t.x[0], t.y[0]], -1), np.nan)
+  ranking_png = out / 'ranking.png'
+  fig = viz.plot_ranking(
+      ex.state, pos, ranking.distances, preferred=ranking.preferred,
+      unpreferred=ranking.unpreferred, path=ranking_png,
+      title=f'{ex.scenario_id} ({set_name}): the reference model\'s '
+      f'{r.num_rollouts} rollouts ranked by OT occupancy distance to the log')
+  del fig
+  # Before / after: one rollout of each model with the same sampling key.
+  one = jax.jit(functools.partial(rollout.sample_rollouts, config=mc,
+                                  num_rollouts=1))
+  steps = r.animation_steps or None
+  panels = {}
+  sim = np.asarray(jax.device_get(out_r.valid[0, 0]))
+  log = jax.tree.map(lambda a: np.asarray(a)[:, datatypes.CURRENT_TIME_INDEX
+                                            + 1:], ex.state.log_trajectory)
+  panels['log (demonstration)'] = log.replace(valid=log.valid & sim[:, None])
+  for name, params in (('reference', ref), (main, aligned)):
+    tr = jax.device_get(one(params, batch, jax.random.fold_in(key, 1)))
+    panels[name] = jax.tree.map(lambda a: a[0, 0], tr.trajectory)
+  panels = {k: jax.tree.map(lambda a: a[:, :steps], v)
+            for k, v in panels.items()}
+  gif = out / 'before_after.gif'
+  viz.animate_rollouts(ex.state, panels, path=gif, dpi=r.animation_dpi,
+                       stride=r.animation_stride,
+                       fps=max(1, 10 // r.animation_stride))
+  return ranking_png.name, gif.name, f'{ex.scenario_id} ({set_name})'
+
+
+def stage_report(config, workdir: pathlib.Path) -> str:
+  """WORKDIR/report/index.html and report.md: results, curves, pictures."""
+  from experiments import report  # pylint: disable=g-import-not-at-top
+  out = workdir / 'report'
+  if (out / 'index.html').exists():
+    return f'{out / "index.html"} exists (skipped)'
+  results_path = workdir / 'compare' / 'results.json'
+  if not results_path.exists():
+    raise ValueError(f'config.stages: the report needs {results_path} (the '
+                     "'compare' stage); add 'compare' before 'report'")
+  results = json.loads(results_path.read_text())
+  methods = [m[0] for m in _methods(config.compare.methods)]
+  main = methods[0]
+  out.mkdir(parents=True, exist_ok=True)
+  ranking_png, gif, scenario = _report_pictures(config, workdir, out, main)
+  curves = report.plot_curves(workdir, methods, out / 'curves.png')
+  copy = lambda src, name=None: report.copy_figure(src, out, name)
+  figures = [
+      ('Before and after alignment', gif,
+       f'{scenario}: the logged future, one rollout of the reference model '
+       f'and one of {main}, sampled with the same key. Red outlines: boxes '
+       'overlapping another box.'),
+      ('The implicit preference: ranking one scenario\'s rollouts',
+       ranking_png,
+       'Left: every rollout\'s paths coloured by its OT distance between '
+       'occupancy measures (collision, road-edge, clearance, effort, speed '
+       'per step) and the log\'s. Middle: the closest quarter (preferred) '
+       'against the farthest quarter (unpreferred). Right: the distances.'),
+      ('Training curves', curves,
+       'Pre-training next-token loss on training and held-out scenarios; '
+       'alignment loss, held-out OT-pair accuracy and KL to the reference '
+       'per method.'),
+      ('Preference data: distances over the collection',
+       copy(workdir / config.collect.output / 'distances.png',
+            'distances.png'),
+       'OT distance of the preferred and unpreferred rollouts of every '
+       'collected scenario.'),
+      ('Realism against KL (data scaling)',
+       copy(workdir / 'compare' / 'scaling.png'),
+       'Held-out realism of the main method trained on fractions of the '
+       'preference data, against its KL to the reference.'),
+      ('The data: one scenario', copy(workdir / 'inspect' / 'scenario.png'),
+       'The first training scenario at its current step.'),
+      ('The simulator replaying the log',
+       copy(workdir / 'replay' / 'expert_replay.gif'),
+       'The first scenario driven through the dynamics by the log.'),
+  ]
+  done = _stage_log(workdir)
+  stage_lines = [f'{r["stage"]}: {r["message"]} ({r["seconds"]:.0f} s)'
+                 for r in done.values()]
+  stage_lines.append(f'total of the stages above: '
+                     f'{sum(r["seconds"] for r in done.values()) / 60:.1f} '
+                     'min (the report itself not counted)')
+  summary = {}
+  if (workdir / 'pretrain' / 'summary.json').exists():
+    summary = json.loads((workdir / 'pretrain' / 'summary.json').read_text())
+  data = (f'{config.data.num_scenarios} SUMO scenarios on '
+          f'{config.data.sumo_network} (+{_num_heldout(config)} held out, '
+          'another seed)' if not config.data.womd_glob else
+          f'WOMD files {config.data.womd_glob} (held out: '
+          f'{config.data.womd_heldout_glob})')
+  runs = results.get('runs', {})
+  intro = [
+      f'Data: {data}. Reference: the motion-token model '
+      f'({summary.get("num_params", 0):,} parameters) pre-trained for '
+      f'{summary.get("step", "?")} steps of {config.pretrain.batch_size} '
+      'scenarios.',
+      f'Preferences: {config.collect.num_rollouts} rollouts per scenario, '
+      f'{config.collect.strategy.upper()} ranking, the '
+      f'{config.collect.num_pairs} closest against the '
+      f'{config.collect.num_pairs} farthest; '
+      + ', '.join(f'{m}: {v["data"]["train_scenarios"]} training scenarios / '
+                  f'{v["data"]["train_pairs"]} pairs, {v["config"]["loss"]} '
+                  f'on {v["config"]["pairs_from"]} pairs, '
+                  f'{v["config"]["num_steps"]} steps'
+                  for m, v in runs.items() if m in methods) + '.',
+      f'Realism: WOSAC 2025 meta-metric, {config.compare.num_rollouts} '
+      f'rollouts per scenario, {config.compare.max_num_objects} object rows.',
+      'The budget is whatever the config gives (the demo: sized for a '
+      '2-core CPU in about 15 minutes); differences whose confidence '
+      'interval spans 0 are not effects. BENCHMARKS.md ("Alignment") has a '
+      'larger run.',
+  ]
+  paths = report.write(out, title='prefalign: preference alignment report',
+                       intro=intro, results=results, main=main,
+                       stage_lines=stage_lines, figures=figures)
+  return f'{paths["html"]} and {paths["md"]}'
+
+
+def _stage_log(workdir: pathlib.Path) -> dict[str, dict]:
+  """The last run of each stage that did work (WORKDIR/stages.jsonl)."""
+  path = workdir / 'stages.jsonl'
+  out: dict[str, dict] = {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      row = json.loads(line)
+      if not row['message'].endswith('(skipped)'):
+        out[row['stage']] = row
+  return out
 
 
 STAGES: dict[str, Callable] = {
@@ -812,6 +1018,7 @@ STAGES: dict[str, Callable] = {
     'collect': stage_collect,
     'align': stage_align,
     'compare': stage_compare,
+    'report': stage_report,
 }
 
 
@@ -825,6 +1032,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   for name in config.stages:
     t0 = time.perf_counter()
     message = STAGES[name](config, root)
-    print(f'[{name}] {message} ({time.perf_counter() - t0:.1f} s)',
-          flush=True)
+    seconds = time.perf_counter() - t0
+    print(f'[{name}] {message} ({seconds:.1f} s)', flush=True)
+    with (root / 'stages.jsonl').open('a') as f:
+      f.write(json.dumps({'stage': name, 'message': message,
+                          'seconds': round(seconds, 1),
+                          'finished': time.strftime('%Y-%m-%dT%H:%M:%S')})
+              + '\n')
   print(f'done in {time.perf_counter() - start:.1f} s; outputs in {root}')

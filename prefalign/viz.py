@@ -25,7 +25,7 @@ feature (equal ``ids``); see ``_polyline_segments``.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -39,7 +39,8 @@ from matplotlib.backends import backend_agg
 
 from prefalign import datatypes
 
-__all__ = ['plot_scenario', 'animate_rollout', 'box_corners']
+__all__ = ['plot_scenario', 'animate_rollout', 'animate_rollouts',
+           'plot_ranking', 'box_corners']
 
 _M = datatypes.MapElementIds
 _O = datatypes.ObjectTypeIds
@@ -120,6 +121,7 @@ _OBJECT_LABELS = {int(_O.VEHICLE): 'Vehicle', int(_O.PEDESTRIAN): 'Pedestrian',
                   int(_O.CYCLIST): 'Cyclist', int(_O.OTHER): 'Other'}
 _SDC_COLOR = '#e8452c'
 _MODELED_EDGE = '#111111'
+_COLLISION = '#d7191c'  # outline of a box overlapping another
 _TICK = (1.0, 1.0, 1.0, 0.9)  # heading tick, centre -> front edge
 # Pedestrians and cyclists are < 2 m long: a dot under the box keeps them
 # visible in a 150 m view.
@@ -793,6 +795,18 @@ def _rollout_arrays(state: datatypes.SimulatorState, trajectories: Any):
   return x, y, yaw, bc(length), bc(width), valid
 
 
+def _overlapping(x, y, yaw, length, width, valid) -> np.ndarray:
+  """(N, T) bool: the object's box overlaps another valid box at that step."""
+  from prefalign.sim import geometry  # pylint: disable=g-import-not-at-top
+  boxes = np.stack([x, y, length, width, yaw], -1).transpose(1, 0, 2)
+  ov = np.array(jax.jit(lambda b: geometry.has_overlap(
+      b[:, :, None, :], b[:, None, :, :]))(boxes.astype(np.float32)))
+  v = valid.T
+  ov &= v[:, :, None] & v[:, None, :]
+  ov &= ~np.eye(x.shape[0], dtype=bool)[None]
+  return ov.any(-1).T
+
+
 def animate_rollout(
     state: datatypes.SimulatorState,
     trajectories: Any,
@@ -805,6 +819,7 @@ def animate_rollout(
     extent: Any = None,
     dpi: int = 80,
     figsize: Optional[tuple[float, float]] = None,
+    mark_collisions: bool = False,
 ) -> str:
   """Writes a GIF of object boxes moving over the (static) road graph.
 
@@ -829,14 +844,64 @@ def animate_rollout(
     center, extent: as in ``plot_scenario``; by default the view covers the
       SDC's whole path with 40 m around it, trimmed to the scene.
     dpi, figsize: frame resolution and size (default about 600 px wide).
+    mark_collisions: outline in red the boxes that overlap another box.
 
   Returns:
     ``path`` as a string. The GIF has one frame per step T.
   """
-  _check_unbatched(state, 'animate_rollout')
+  return animate_rollouts(
+      state, {title or '': trajectories}, path=path, fps=fps,
+      first_step=first_step, center=center, extent=extent, dpi=dpi,
+      figsize=figsize, mark_collisions=mark_collisions)
+
+
+def animate_rollouts(
+    state: datatypes.SimulatorState,
+    panels: Mapping[str, Any],
+    *,
+    path: PathLike,
+    fps: int = 10,
+    first_step: Optional[int] = None,
+    center: Optional[Sequence[float]] = None,
+    extent: Any = None,
+    dpi: int = 80,
+    figsize: Optional[tuple[float, float]] = None,
+    mark_collisions: bool = True,
+    stride: int = 1,
+) -> str:
+  """Writes one GIF of several rollouts of the same scenario side by side.
+
+  Each panel is titled by its key and animates its trajectories as
+  ``animate_rollout`` does, over one shared view (e.g. the reference model's
+  rollout next to the aligned model's, sampled with the same seed, and the
+  log). Boxes that overlap another box at a frame are outlined in red when
+  ``mark_collisions``.
+
+  Args:
+    state: the unbatched SimulatorState the rollouts belong to.
+    panels: title -> trajectories (a Trajectory (N, T) or an array (N, T, 2)
+      or (N, T, 3), as in ``animate_rollout``); every panel has the same T.
+    path, fps, first_step, center, extent, dpi: as in ``animate_rollout``.
+    figsize: default about 600 px wide per panel.
+    mark_collisions: outline overlapping boxes in red.
+    stride: draw every ``stride``-th step (frames = ceil(T / stride); pass
+      ``fps=10 // stride`` for real time).
+
+  Returns:
+    ``path`` as a string.
+  """
+  _check_unbatched(state, 'animate_rollouts')
+  if not panels:
+    raise ValueError('animate_rollouts needs at least one panel.')
+  if stride < 1:
+    raise ValueError(f'stride must be >= 1, got {stride}.')
   state = _np(state)
-  x, y, yaw, length, width, valid = _rollout_arrays(state, trajectories)
-  num_objects, num_frames = x.shape
+  arrays = {name: _rollout_arrays(state, t) for name, t in panels.items()}
+  frames = {a[0].shape[1] for a in arrays.values()}
+  if len(frames) != 1:
+    raise ValueError(f'panels have different numbers of steps: '
+                     f'{ {k: a[0].shape[1] for k, a in arrays.items()} }')
+  num_frames = frames.pop()
   if num_frames < 1:
     raise ValueError('trajectories has no steps to animate.')
   meta = state.object_metadata
@@ -849,25 +914,27 @@ def animate_rollout(
   rg = state.roadgraph_points
   rg_valid = np.asarray(rg.valid, bool)
   rg_xy = np.stack([rg.x, rg.y], -1)[rg_valid].astype(np.float64)
-  pos = np.stack([x, y], -1)
-  sdc_path = pos[is_sdc][valid[is_sdc]] if is_sdc.any() else np.zeros((0, 2))
+  all_pos = np.concatenate(
+      [np.stack([a[0], a[1]], -1)[a[5]] for a in arrays.values()])
+  sdc_path = np.concatenate(
+      [np.stack([a[0], a[1]], -1)[is_sdc][a[5][is_sdc]]
+       for a in arrays.values()]) if is_sdc.any() else np.zeros((0, 2))
   if not sdc_path.size:
-    sdc_path = pos[valid] if valid.any() else (
+    sdc_path = all_pos if all_pos.size else (
         rg_xy.mean(0, keepdims=True) if rg_xy.size else np.zeros((1, 2)))
   if center is None and extent is None:
-    view = _auto_view(sdc_path, 40.0, np.concatenate([rg_xy, pos[valid]]))
+    view = _auto_view(sdc_path, 40.0, np.concatenate([rg_xy, all_pos]))
   else:
     view = _resolve_view(center, extent, sdc_path.mean(0), np.zeros((0, 2)),
                          rg_xy)
 
+  num_panels = len(arrays)
   if figsize is None:
     dx, dy = view[1] - view[0], view[3] - view[2]
-    figsize = (7.5, float(np.clip(6.6 * dy / dx, 2.0, 8.0)) + 1.1)
+    figsize = (7.5 * num_panels * (0.85 if num_panels > 1 else 1.0),
+               float(np.clip(6.6 * dy / dx, 2.0, 8.0)) + 1.1)
   fig = mfigure.Figure(figsize=figsize, layout='constrained')
   backend_agg.FigureCanvasAgg(fig)
-  ax = fig.add_subplot()
-  _style_axes(ax, view)
-  handles = _draw_roadgraph(ax, rg, view)
 
   colors = np.array([mcolors.to_rgba(c) for c in
                      _object_colors(meta.object_types)]).reshape(-1, 4)
@@ -878,49 +945,197 @@ def animate_rollout(
                       (0.15, 0.15, 0.15, 0.7))
   lw_all = np.where(strong, 1.4, 0.5)
   order = np.argsort(is_sdc * 2 + modeled, kind='stable')
-  boxes = mcoll.PolyCollection([], zorder=8)
-  ax.add_collection(boxes)
-  ticks = mcoll.LineCollection([], colors=_TICK, linewidths=0.7, zorder=9)
-  ax.add_collection(ticks)
   lights = state.log_traffic_light
-  light_dots = ax.scatter([], [], s=24, edgecolors=_LIGHT_EDGE, linewidths=1.2,
-                          zorder=7)
   light_keys: set[str] = set()
   if np.size(lights.valid):
     for s in range(first_step, min(first_step + num_frames, num_log_steps)):
       lv = np.asarray(lights.valid, bool)[:, s]
       light_keys.update(_light_colors(np.asarray(lights.state)[lv, s])[1])
-  types_drawn = {int(v) if int(v) in _OBJECT_COLORS else int(_O.OTHER)
-                 for v in np.asarray(meta.object_types)[valid.any(1) & ~is_sdc]}
+
+  drawn = []  # per panel: (arrays, boxes, ticks, light dots, title, hits)
+  types_drawn: set[int] = set()
+  handles: list[Any] = []
+  for i, (name, arr) in enumerate(arrays.items()):
+    x, y, yaw, length, width, valid = arr
+    ax = fig.add_subplot(1, num_panels, i + 1)
+    _style_axes(ax, view)
+    handles = _draw_roadgraph(ax, rg, view)
+    boxes = mcoll.PolyCollection([], zorder=8)
+    ax.add_collection(boxes)
+    ticks = mcoll.LineCollection([], colors=_TICK, linewidths=0.7, zorder=9)
+    ax.add_collection(ticks)
+    dots = ax.scatter([], [], s=24, edgecolors=_LIGHT_EDGE, linewidths=1.2,
+                      zorder=7)
+    hits = (_overlapping(*arr) if mark_collisions else
+            np.zeros_like(valid))
+    types_drawn |= {
+        int(v) if int(v) in _OBJECT_COLORS else int(_O.OTHER)
+        for v in np.asarray(meta.object_types)[valid.any(1) & ~is_sdc]}
+    drawn.append((arr, boxes, ticks, dots, ax.set_title('', fontsize=8),
+                  name, hits))
   handles = (_object_handles(types_drawn, bool(is_sdc.any()),
                              bool(modeled.any())) +
              _light_handles(sorted(light_keys)) + handles)
-  fig.legend(handles, _labels(handles), loc='outside lower center', ncol=5,
-             fontsize=6.5, frameon=False)
-  title_text = ax.set_title('', fontsize=8)
+  if mark_collisions:
+    handles.append(mpatches.Patch(facecolor='none', edgecolor=_COLLISION,
+                                  linewidth=1.6, label='Overlapping box'))
+  fig.legend(handles, _labels(handles), loc='outside lower center',
+             ncol=5 + 2 * (num_panels - 1), fontsize=6.5, frameon=False)
 
   writer = animation.PillowWriter(fps=fps)
   with writer.saving(fig, os.fspath(path), dpi):
-    for k in range(num_frames):
-      sel = order[valid[order, k]]
-      corners = box_corners(x[sel, k], y[sel, k], length[sel, k],
-                            width[sel, k], yaw[sel, k])
-      boxes.set_verts(corners)
-      boxes.set_facecolors(colors[sel])
-      boxes.set_edgecolors(edge_all[sel])
-      boxes.set_linewidths(lw_all[sel])
-      front = 0.5 * (corners[:, 0] + corners[:, 1])
-      ticks.set_segments(np.stack([pos[sel, k], front], 1))
+    for k in range(0, num_frames, stride):
       step = first_step + k
-      if np.size(lights.valid) and 0 <= step < num_log_steps:
-        lv = np.asarray(lights.valid, bool)[:, step]
-        light_dots.set_offsets(np.stack([np.asarray(lights.x)[lv, step],
-                                         np.asarray(lights.y)[lv, step]], -1))
-        light_dots.set_facecolors(
-            _light_colors(np.asarray(lights.state)[lv, step])[0])
-      else:
-        light_dots.set_offsets(np.zeros((0, 2)))
       label = f'step {step} ({step * datatypes.TIME_INTERVAL:.1f} s)'
-      title_text.set_text(f'{title}  ·  {label}' if title else label)
+      for (x, y, yaw, length, width, valid), boxes, ticks, dots, title_text, \
+          name, hits in drawn:
+        sel = order[valid[order, k]]
+        corners = box_corners(x[sel, k], y[sel, k], length[sel, k],
+                              width[sel, k], yaw[sel, k])
+        boxes.set_verts(corners)
+        boxes.set_facecolors(colors[sel])
+        hit = hits[sel, k]
+        boxes.set_edgecolors(np.where(hit[:, None],
+                                      mcolors.to_rgba(_COLLISION),
+                                      edge_all[sel]))
+        boxes.set_linewidths(np.where(hit, 1.8, lw_all[sel]))
+        pos = np.stack([x[sel, k], y[sel, k]], -1)
+        front = 0.5 * (corners[:, 0] + corners[:, 1])
+        ticks.set_segments(np.stack([pos, front], 1))
+        if np.size(lights.valid) and 0 <= step < num_log_steps:
+          lv = np.asarray(lights.valid, bool)[:, step]
+          dots.set_offsets(np.stack([np.asarray(lights.x)[lv, step],
+                                     np.asarray(lights.y)[lv, step]], -1))
+          dots.set_facecolors(
+              _light_colors(np.asarray(lights.state)[lv, step])[0])
+        else:
+          dots.set_offsets(np.zeros((0, 2)))
+        title_text.set_text(f'{name}  ·  {label}' if name else label)
       writer.grab_frame(facecolor='white')
   return os.fspath(path)
+
+
+def plot_ranking(
+    state: datatypes.SimulatorState,
+    positions: Any,
+    distances: Any,
+    *,
+    preferred: Sequence[int],
+    unpreferred: Sequence[int],
+    path: Optional[PathLike] = None,
+    title: Optional[str] = None,
+    dpi: int = 110,
+) -> mfigure.Figure:
+  """Draws one scenario's rollouts ranked by their distance to the log.
+
+  Three panels: every rollout's paths coloured by its distance rank (blue
+  close, red far) with the log's paths in black; the preferred rollouts (green)
+  against the unpreferred ones (red); the distances sorted, the preferred
+  and unpreferred marked.
+
+  Args:
+    state: the unbatched SimulatorState (map, the log).
+    positions: (K, N, T, 2) future positions of K rollouts (non-finite where
+      an object is not simulated or not valid).
+    distances: (K,) each rollout's distance to the log (e.g.
+      ``Ranking.distances``).
+    preferred, unpreferred: rollout indices of the pairs' two sides.
+    path: if set, the figure is saved there.
+    title: the figure's title.
+    dpi: resolution of the saved image.
+
+  Returns:
+    The matplotlib Figure.
+  """
+  _check_unbatched(state, 'plot_ranking')
+  state = _np(state)
+  pos = np.asarray(positions, np.float64)
+  d = np.asarray(distances, np.float64)
+  if pos.ndim != 4 or pos.shape[-1] != 2 or pos.shape[0] != d.shape[0]:
+    raise ValueError(f'positions must be (K, N, T, 2) with K = len(distances)'
+                     f' = {d.shape[0]}, got {pos.shape}.')
+  k_count, num_objects = pos.shape[:2]
+  log = state.log_trajectory
+  t0 = int(state.timestep)
+  sim = np.isfinite(pos).all(-1).any((0, 2))  # objects some rollout moved
+  lx, ly = np.asarray(log.x), np.asarray(log.y)
+  lv = np.asarray(log.valid, bool)
+  log_paths = [np.stack([lx[i, t0:][lv[i, t0:]], ly[i, t0:][lv[i, t0:]]], -1)
+               for i in range(num_objects) if sim[i] and lv[i, t0]]
+  rg = state.roadgraph_points
+  rg_xy = np.stack([rg.x, rg.y], -1)[np.asarray(rg.valid, bool)]
+  finite = pos[np.isfinite(pos).all(-1)]
+  content = np.concatenate([finite.reshape(-1, 2)] +
+                           [p for p in log_paths if p.size])
+  view = _auto_view(content if content.size else rg_xy[:1], 30.0,
+                    np.concatenate([rg_xy, content]))
+  fig = mfigure.Figure(figsize=(16.5, 5.6), layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.0, 1.0, 0.8]))
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  cmap = matplotlib.colormaps['coolwarm']
+  order = np.argsort(d, kind='stable')
+  rank = np.empty(k_count, int)
+  rank[order] = np.arange(k_count)
+  # Coloured by rank: a few far outliers would otherwise paint the rest one
+  # colour.
+  norm = mcolors.Normalize(0, max(k_count - 1, 1))
+
+  def paths(k):
+    out = []
+    for i in np.flatnonzero(sim):
+      p = pos[k, i]
+      p = p[np.isfinite(p).all(-1)]
+      if len(p) > 1:
+        out.append(p)
+    return out
+
+  def draw_log(ax):
+    ax.add_collection(mcoll.LineCollection(
+        log_paths, colors='black', linewidths=1.3, linestyles=(0, (3, 2)),
+        zorder=6, label='log (demonstration)'))
+
+  ax = axes[0]
+  _style_axes(ax, view)
+  _draw_roadgraph(ax, rg, view)
+  for k in order[::-1]:  # the closest drawn last, on top
+    ax.add_collection(mcoll.LineCollection(
+        paths(k), colors=[cmap(norm(rank[k]))], linewidths=0.7, alpha=0.55,
+        zorder=5))
+  draw_log(ax)
+  fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+               shrink=0.8, label='rank by distance to the log (0: closest)')
+  ax.set_title(f'{k_count} rollouts coloured by their distance rank',
+               fontsize=9)
+
+  ax = axes[1]
+  _style_axes(ax, view)
+  _draw_roadgraph(ax, rg, view)
+  for ks, color, label in ((unpreferred, '#d7191c', 'unpreferred'),
+                           (preferred, '#1a9641', 'preferred')):
+    for j, k in enumerate(ks):
+      ax.add_collection(mcoll.LineCollection(
+          paths(int(k)), colors=color, linewidths=0.9, alpha=0.7, zorder=5,
+          label=f'{label} ({len(ks)})' if j == 0 else None))
+  draw_log(ax)
+  ax.legend(loc='upper right', fontsize=7)
+  ax.set_title('preferred (closest) vs unpreferred (farthest)', fontsize=9)
+
+  ax = axes[2]
+  colors = np.full(k_count, '#9e9e9e', object)
+  colors[np.asarray(unpreferred, int)] = '#d7191c'
+  colors[np.asarray(preferred, int)] = '#1a9641'
+  ax.bar(rank, d, color=list(colors), width=0.85)
+  ax.set(xlabel='rollout, sorted by distance', ylabel='OT distance to the log',
+         title='ranking')
+  ax.title.set_fontsize(9)
+  ax.grid(alpha=0.3, axis='y')
+  ax.legend(handles=[mpatches.Patch(color='#1a9641', label='preferred'),
+                     mpatches.Patch(color='#d7191c', label='unpreferred'),
+                     mpatches.Patch(color='#9e9e9e', label='not paired')],
+            fontsize=7, loc='upper left')
+  if title:
+    fig.suptitle(title, fontsize=10)
+  if path is not None:
+    fig.savefig(os.fspath(path), dpi=dpi)
+  return fig

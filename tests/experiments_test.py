@@ -2,15 +2,16 @@
 
 import json
 import pathlib
+import re
 
 import pytest
 
 from experiments import stages
-from experiments.configs import demo
+from experiments.configs import base
 
 
-def test_demo_stages_run_and_resume(tmp_path, capsys):
-  config = demo.get_config('runlocal')
+def test_data_stages_run_and_resume(tmp_path, capsys):
+  config = base.get_config('runlocal')
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert '[data] wrote 4 scenarios of SUMO traffic on cross' in out
@@ -31,12 +32,12 @@ def test_demo_stages_run_and_resume(tmp_path, capsys):
 
 
 def test_bad_config_values_stop_before_work(tmp_path):
-  config = demo.get_config()
+  config = base.get_config()
   with config.unlocked():
     config.stages = ('data', 'train_everything')
   with pytest.raises(ValueError, match='train_everything'):
     stages.run(config, str(tmp_path))
-  config = demo.get_config()
+  config = base.get_config()
   config.data.source = 'carla'
   with pytest.raises(ValueError, match='config.data.source'):
     stages.run(config, str(tmp_path))
@@ -58,10 +59,17 @@ def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
   summary = json.loads((tmp_path / 'pretrain' / 'summary.json').read_text())
   assert summary['step'] == 2
   assert summary['eval']['sumo_heldout']['tokens'] > 0
-  # The same command again: data skipped, training already complete.
+  # The same command again: data and the finished training skipped.
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
-  assert '(skipped)' in out and 'step 2;' in out
+  assert '[pretrain]' in out and out.count('(skipped)') == 2
+  # More steps asked for: training resumes from the last checkpoint.
+  config.pretrain.num_steps = 4
+  config.pretrain.eval_every = 4
+  config.pretrain.checkpoint_every = 4
+  stages.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'resumed from step 2' in out and 'step 4;' in out
 
 
 def test_pretrain_bad_values_stop_before_any_work(tmp_path):
@@ -147,25 +155,24 @@ def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   assert not (tmp_path / 'data').exists()
 
 
-def test_compare_runlocal_aligns_baselines_and_tabulates(tmp_path, capsys):
-  from experiments.configs import compare  # pylint: disable=g-import-not-at-top
-  config = compare.get_config('runlocal')
-  config.data.num_scenarios = 16
-  config.data.num_heldout_scenarios = 2
+def test_demo_runlocal_end_to_end_with_baselines_and_report(tmp_path, capsys):
+  """The main job's stages on a tiny budget: every method, the scaling
+  sweep and the ablation from one collection, then the report."""
+  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config('runlocal')
   config.pretrain.num_steps = 2
   config.pretrain.eval_every = 2
   config.pretrain.checkpoint_every = 2
-  config.collect.max_scenarios = 16
-  config.collect.max_num_objects = 16
-  config.collect.num_rollouts = 4
   config.collect.num_pairs = 1
   config.align.num_steps = 2
-  config.align.kl_scenarios = 1
   config.compare.methods = 'dpa_omf:ot:cpl,afd:adversarial:cpl'
+  config.compare.scaling = '0.5'
   config.compare.ablation = 'collision'
-  config.compare.max_scenarios = 1
+  config.report.animation_steps = 5
   stages.run(config, str(tmp_path))
-  assert 'realism on sumo_heldout: reference:' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'realism on sumo_heldout: reference:' in out
+  assert 'done in' in out
   out = tmp_path / 'compare'
   results = json.loads((out / 'results.json').read_text())
   table = results['sumo_heldout']
@@ -187,8 +194,28 @@ def test_compare_runlocal_aligns_baselines_and_tabulates(tmp_path, capsys):
   assert runs['dpa_omf_collision']['data']['train_scenarios'] == (
       runs['dpa_omf']['data']['train_scenarios'])
   assert '| dpa_omf |' in (out / 'results.md').read_text()
+
+  # The report: every image it names is in its folder, none is missing.
+  report = tmp_path / 'report'
+  page = (report / 'index.html').read_text()
+  images = re.findall(r'<img src="([^"]+)"', page)
+  assert {'before_after.gif', 'ranking.png', 'curves.png', 'scaling.png',
+          'distances.png'} <= set(images)
+  for image in images:
+    assert (report / image).stat().st_size > 1000, image
+  md = (report / 'report.md').read_text()
+  assert set(re.findall(r'!\[[^]]*\]\(([^)]+)\)', md)) == set(images)
+  assert '<td>dpa_omf</td>' in page and '| afd |' in md
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(report / 'before_after.gif') as gif:
+    assert gif.n_frames == 3  # 5 steps, every 2nd
+  stage_log = [json.loads(l) for l in
+               (tmp_path / 'stages.jsonl').read_text().splitlines()]
+  assert [r['stage'] for r in stage_log] == list(config.stages)
+
   stages.run(config, str(tmp_path))  # everything is read back
-  assert 'exists (skipped)' in capsys.readouterr().out
+  assert capsys.readouterr().out.count('(skipped)') == len(
+      config.stages)
 
 
 @pytest.mark.parametrize('section,key,value,match', [

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from matplotlib import collections as mcoll
+from matplotlib import colors as mcolors
 from matplotlib import figure as mfigure
 from PIL import Image
 
@@ -203,6 +204,57 @@ def test_gif_has_one_frame_per_step(state, tmp_path):
   viz.animate_rollout(state, xy, path=path, dpi=40, title='rollout')
   with Image.open(path) as im:
     assert im.n_frames == 8
+
+
+def test_side_by_side_gif_outlines_overlapping_boxes(state, tmp_path):
+  log = jax.tree.map(lambda x: np.asarray(x)[:, 11:17], state.log_trajectory)
+  # A copy of the log with object 1 moved onto object 0: their boxes overlap.
+  valid = np.asarray(log.valid)
+  both = np.flatnonzero(valid.all(1))[:2]
+  crash = log.replace(x=np.array(log.x), y=np.array(log.y))
+  crash.x[both[1]] = log.x[both[0]]
+  crash.y[both[1]] = log.y[both[0]]
+  hits = viz._overlapping(*viz._rollout_arrays(state, crash))  # pylint: disable=protected-access
+  assert hits[both].all() and not np.delete(hits, both, 0).any()
+  assert not viz._overlapping(*viz._rollout_arrays(state, log)).any()  # pylint: disable=protected-access
+  path = tmp_path / 'pair.gif'
+  viz.animate_rollouts(state, {'log': log, 'crash': crash}, path=path,
+                       dpi=40)
+  with Image.open(path) as im:
+    assert im.n_frames == 6
+    width = im.size[0]
+  viz.animate_rollouts(state, {'log': log}, path=path, dpi=40, stride=4)
+  with Image.open(path) as im:
+    assert im.n_frames == 2  # steps 0 and 4
+  viz.animate_rollout(state, log, path=tmp_path / 'one.gif', dpi=40)
+  with Image.open(tmp_path / 'one.gif') as im:
+    assert width > 1.5 * im.size[0]  # two panels
+  short = jax.tree.map(lambda x: x[:, :3], log)
+  with pytest.raises(ValueError, match='different numbers of steps'):
+    viz.animate_rollouts(state, {'a': log, 'b': short}, path=path)
+  with pytest.raises(ValueError, match='at least one panel'):
+    viz.animate_rollouts(state, {}, path=path)
+
+
+def test_ranking_figure_marks_pairs(state, tmp_path):
+  log = state.log_trajectory
+  xy = np.stack([log.x, log.y], -1)[:, 11:].astype(np.float64)
+  xy[~np.asarray(log.valid)[:, 11:]] = np.nan
+  rng = np.random.default_rng(0)
+  positions = xy[None] + rng.normal(0, 1, (8, 1, 1, 1)) * np.arange(8)[
+      :, None, None, None]
+  distances = np.arange(8, dtype=np.float32)
+  path = tmp_path / 'ranking.png'
+  fig = viz.plot_ranking(state, positions, distances, preferred=[0, 1],
+                         unpreferred=[6, 7], path=path, title='t')
+  assert path.stat().st_size > 20_000
+  bars = [ax for ax in fig.axes if ax.get_title() == 'ranking'][0].patches
+  colors = [mcolors.to_hex(b.get_facecolor()) for b in bars]
+  assert colors[:2] == ['#1a9641'] * 2 and colors[-2:] == ['#d7191c'] * 2
+  assert set(colors[2:6]) == {'#9e9e9e'}
+  with pytest.raises(ValueError, match='K = len'):
+    viz.plot_ranking(state, positions[:3], distances, preferred=[0],
+                     unpreferred=[1])
 
 
 @pytest.mark.data

@@ -1,74 +1,142 @@
-"""The main job on the embedded default data.
+"""The main job: data to an aligned model and a report, on one machine.
 
 Run from the repository root (``make demo`` does this in its own venv)::
 
-  python -m experiments.main --config=experiments/configs/demo.py \
+  python -m experiments.main --config=experiments/configs/demo.py \\
       --workdir=runs/demo
 
-Real WOMD files instead of the embedded data::
+Stages, in order, each skipped when its output is already in the workdir
+(so rerunning the command after an interruption continues where it
+stopped):
 
-  python -m experiments.main --config=experiments/configs/demo.py \
-      --workdir=runs/womd \
-      --config.data.womd_glob='../shared/data/womd/real/real.tfrecord-*'
+  data      SUMO traffic on a real road network (Braunschweig's research
+            intersection), written as WOMD scenarios; a held-out set from
+            another seed
+  inspect   counts per scenario and a picture of the first
+  replay    the log driven through the simulator's dynamics (reconstruction)
+  pretrain  next-token pre-training of the motion-token model (reference)
+  collect   the reference's own rollouts ranked by OT occupancy distance to
+            the log: preference pairs, no human labels
+  compare   DPA-OMF (multi-agent CPL on the OT pairs) and its baselines on
+            the same rollouts (SFT-bestOA, adversarial AFD), WOSAC 2025
+            realism of each and of the reference on the held-out scenarios
+            with 95 % bootstrap CIs
+  report    WORKDIR/report/index.html and report.md: the table, training
+            curves, the ranking of one scenario's rollouts, before / after
+            animations
 
-Stages run in order and each skips itself when its output already exists in
-the workdir, so an interrupted run continues where it stopped. The stages so
-far: ``data`` (scenarios in WOMD format), ``inspect`` (counts and a picture
-of a scenario) and ``replay`` (the scenarios driven through the simulator's
-dynamics by the log: reconstruction errors and an animation).
+Real WOMD files instead of the embedded data (training files, and held-out
+files to evaluate on)::
+
+  --config.data.womd_glob='../shared/data/womd/real/real.tfrecord-00000-of-00002'
+  --config.data.womd_heldout_glob='../shared/data/womd/real/real.tfrecord-00001-of-00002'
+
+The budget is sized for a 2-core CPU (about 15 minutes); ``pretrain.py``,
+``collect.py``, ``align.py`` and ``compare.py`` hold the full-size settings
+and document every field. ``arg='runlocal'`` is a tiny end-to-end run (a
+minute or two; the tests and the Colab notebook use it).
 """
 
 import ml_collections
 
-
-def model_config() -> ml_collections.ConfigDict:
-  """The motion-token model (``prefalign.model.ModelConfig``; ~1M params)."""
-  model = ml_collections.ConfigDict()
-  model.width = 128  # token width
-  model.num_heads = 4  # attention heads
-  model.encoder_layers = 1  # rounds of map / agent attention in the encoder
-  model.decoder_layers = 2  # decoder blocks
-  model.mlp_ratio = 2  # feed-forward hidden width / width
-  model.map_neighbours = 32  # map chunks and lights per query
-  model.agent_neighbours = 16  # agents per query
-  model.num_map_chunks = 256  # map chunks kept per scenario
-  # Tokens: (a_lon, a_lat) grid held for steps_per_token 10 Hz steps.
-  model.steps_per_token = 5
-  model.num_lon_bins = 13
-  model.num_lat_bins = 13
-  return model
+from experiments.configs import compare
 
 
 def get_config(arg=None):
-  """Returns the demo config; ``arg='runlocal'`` shrinks it further."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0  # root of every random choice of the job
-  config.stages = ('data', 'inspect', 'replay')  # which stages, in order
-
-  config.data = ml_collections.ConfigDict()
-  # Embedded default: SUMO traffic on a real road network, written as WOMD
-  # scenarios ('sumo'); 'synthetic' is a procedural straight road.
-  config.data.source = 'sumo'
-  config.data.num_scenarios = 64  # scenarios to generate
-  # prefalign-data sumo --list names the networks.
+  """The main job's config (``arg='runlocal'``: tiny, for tests/notebooks)."""
+  config = compare.get_config()
+  config.stages = ('data', 'inspect', 'replay', 'pretrain', 'collect',
+                   'compare', 'report')
   config.data.sumo_network = 'research_intersection'
-  config.data.sumo_radius = 60.0  # objects within this of the ego (m)
-  # Real WOMD TFRecords (globs or name@N shard patterns; comma-separated)
-  # instead of generated data; empty means the embedded default.
-  config.data.womd_glob = ''
-  config.data.max_num_objects = 128  # object rows per scenario
-  config.data.max_roadgraph_points = 30_000  # road-graph points per scenario
-  config.data.max_traffic_lights = 32  # controlled lanes per scenario
-  config.data.skip_bad_records = False  # skip and count, instead of stopping
+  config.data.num_scenarios = 96
+  config.data.num_heldout_scenarios = 20
+  config.replay.animate = True
 
-  config.replay = ml_collections.ConfigDict()
-  config.replay.batch_size = 8  # scenarios per jitted call
-  # |a_lon|, |a_lat| bound of the expert (m/s^2); 0 means unbounded.
-  config.replay.accel_bound = 0.0
-  config.replay.animate = True  # write a GIF of the first scenario
+  p = config.pretrain
+  p.batch_size = 8
+  p.num_steps = 160
+  p.learning_rate = 1e-3
+  p.warmup_steps = 20
+  p.max_num_objects = 32
+  p.shuffle_buffer = 96
+  p.log_every = 10
+  p.eval_every = 50
+  p.eval_batches = 3
+  p.checkpoint_every = 50
+  p.unigram_batches = 4
+
+  c = config.collect
+  c.max_num_objects = 32
+  c.max_scenarios = 48  # of the 96 (the rest only pre-train)
+  c.num_rollouts = 8
+  c.num_pairs = 2  # the closest quarter against the farthest (the paper: 16 of 64)
+  c.scenarios_per_shard = 32
+  c.num_iterations = 300  # 0.26 % median OT error (BENCHMARKS.md), 2x faster
+
+  a = config.align
+  a.batch_size = 4
+  a.num_steps = 20
+  a.learning_rate = 2e-4
+  a.warmup_steps = 5
+  a.log_every = 5
+  a.eval_every = 10
+  a.checkpoint_every = 10
+  a.heldout_fraction = 0.15
+  a.shuffle_buffer = 32
+  a.kl_scenarios = 4
+  a.kl_rollouts = 4
+
+  m = config.compare
+  m.methods = 'dpa_omf:ot:cpl,sft_bestoa:ot:sft,afd:adversarial:cpl'
+  m.scaling = ''
+  m.max_scenarios = 0  # every held-out scenario
+  m.num_rollouts = 16
+  m.max_num_objects = 32
+
+  r = config.report = ml_collections.ConfigDict()
+  r.scenario = 0  # index of the pictured scenario in the held-out set
+  r.num_rollouts = 64  # rollouts ranked in the ranking picture (the paper: 64)
+  r.animation_steps = 0  # steps animated before / after (0: all 80)
+  r.animation_stride = 2  # every 2nd 10 Hz step: a 5 Hz GIF, in real time
+  r.animation_dpi = 75  # GIF resolution
 
   if arg == 'runlocal':
-    config.data.num_scenarios = 4
     config.data.sumo_network = 'cross'
+    config.data.num_scenarios = 16
+    config.data.num_heldout_scenarios = 2
     config.replay.animate = False
+    p.batch_size = 8
+    p.num_steps = 4
+    p.warmup_steps = 1
+    p.log_every = 2
+    p.eval_every = 2
+    p.eval_batches = 1
+    p.checkpoint_every = 2
+    p.unigram_batches = 1
+    p.max_num_objects = 16
+    config.model.width = 32
+    config.model.num_heads = 2
+    config.model.decoder_layers = 1
+    config.model.num_map_chunks = 64
+    c.max_scenarios = 0
+    c.max_num_objects = 16
+    c.num_rollouts = 4
+    c.num_pairs = 1
+    c.scenarios_per_shard = 8
+    c.num_iterations = 100
+    a.batch_size = 8
+    a.num_steps = 2
+    a.warmup_steps = 1
+    a.log_every = 1
+    a.eval_every = 1
+    a.checkpoint_every = 2
+    a.heldout_fraction = 0.25
+    a.kl_scenarios = 1
+    a.kl_rollouts = 2
+    m.methods = 'dpa_omf:ot:cpl,sft_bestoa:ot:sft'
+    m.max_scenarios = 1
+    m.num_rollouts = 2
+    m.max_num_objects = 16
+    r.num_rollouts = 8
+    r.animation_steps = 20
   return config

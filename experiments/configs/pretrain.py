@@ -25,18 +25,18 @@ TensorBoard events and ``metrics.jsonl`` in ``WORKDIR/pretrain``).
 
 import ml_collections
 
-from experiments.configs import demo
+from experiments.configs import base
 
 
 def get_config(arg=None):
   """The pre-training config; ``arg='runlocal'`` shrinks it to a CPU run."""
-  config = demo.get_config()
+  config = base.get_config()
   config.stages = ('data', 'pretrain')
   config.distributed = False  # jax.distributed.initialize() (multi-host)
   config.data.num_scenarios = 2000  # SUMO training scenarios
   config.data.num_heldout_scenarios = 200  # SUMO held out (another seed)
 
-  config.model = demo.model_config()
+  config.model = base.model_config()
 
   config.pretrain = ml_collections.ConfigDict()
   config.pretrain.batch_size = 16  # global; a multiple of the device count

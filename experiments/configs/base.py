@@ -1,0 +1,74 @@
+"""The shared base of every config: data, replay and the model.
+
+Stages ``data`` (scenarios in WOMD format), ``inspect`` (counts and a
+picture of a scenario) and ``replay`` (the scenarios driven through the
+simulator's dynamics by the log: reconstruction errors and an animation)::
+
+  python -m experiments.main --config=experiments/configs/base.py \
+      --workdir=runs/data
+
+Real WOMD files instead of the embedded SUMO data::
+
+  --config.data.womd_glob='../shared/data/womd/real/real.tfrecord-*'
+
+The other configs (``pretrain``, ``evaluate``, ``collect``, ``align``,
+``compare``, ``demo``) build on this one.
+"""
+
+import ml_collections
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """The motion-token model (``prefalign.model.ModelConfig``; ~1M params)."""
+  model = ml_collections.ConfigDict()
+  model.width = 128  # token width
+  model.num_heads = 4  # attention heads
+  model.encoder_layers = 1  # rounds of map / agent attention in the encoder
+  model.decoder_layers = 2  # decoder blocks
+  model.mlp_ratio = 2  # feed-forward hidden width / width
+  model.map_neighbours = 32  # map chunks and lights per query
+  model.agent_neighbours = 16  # agents per query
+  model.num_map_chunks = 256  # map chunks kept per scenario
+  # Tokens: (a_lon, a_lat) grid held for steps_per_token 10 Hz steps.
+  model.steps_per_token = 5
+  model.num_lon_bins = 13
+  model.num_lat_bins = 13
+  return model
+
+
+def get_config(arg=None):
+  """The data stages' config; ``arg='runlocal'`` shrinks it further."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root of every random choice of the job
+  config.stages = ('data', 'inspect', 'replay')  # which stages, in order
+
+  config.data = ml_collections.ConfigDict()
+  # Embedded default: SUMO traffic on a real road network, written as WOMD
+  # scenarios ('sumo'); 'synthetic' is a procedural straight road.
+  config.data.source = 'sumo'
+  config.data.num_scenarios = 64  # scenarios to generate
+  # prefalign-data sumo --list names the networks.
+  config.data.sumo_network = 'research_intersection'
+  config.data.sumo_radius = 60.0  # objects within this of the ego (m)
+  # Real WOMD TFRecords (globs or name@N shard patterns; comma-separated)
+  # instead of generated data; empty means the embedded default.
+  config.data.womd_glob = ''
+  # With womd_glob: held-out WOMD files to evaluate on (e.g. validation
+  # shards); the generated SUMO data has its own held-out set.
+  config.data.womd_heldout_glob = ''
+  config.data.max_num_objects = 128  # object rows per scenario
+  config.data.max_roadgraph_points = 30_000  # road-graph points per scenario
+  config.data.max_traffic_lights = 32  # controlled lanes per scenario
+  config.data.skip_bad_records = False  # skip and count, instead of stopping
+
+  config.replay = ml_collections.ConfigDict()
+  config.replay.batch_size = 8  # scenarios per jitted call
+  # |a_lon|, |a_lat| bound of the expert (m/s^2); 0 means unbounded.
+  config.replay.accel_bound = 0.0
+  config.replay.animate = True  # write a GIF of the first scenario
+
+  if arg == 'runlocal':
+    config.data.num_scenarios = 4
+    config.data.sumo_network = 'cross'
+    config.replay.animate = False
+  return config
