@@ -1,5 +1,18 @@
-"""Data: WOMD TFRecords <-> SimulatorState, and batching pipelines."""
+"""Data: WOMD TFRecords <-> SimulatorState, and batching pipelines.
 
+``womd`` reads and writes WOMD ``Scenario`` protos (``read_examples``,
+``state_from_scenario``, ``scenario_from_state``), ``pipeline`` batches
+them, ``submission`` writes rollouts as official WOSAC submissions,
+``tfrecord`` is the TensorFlow-free record framing and ``synthetic`` builds
+small scenarios in code. ``sumo`` (SUMO traffic) is imported on its own:
+``from prefalign.data import sumo``.
+"""
+
+from prefalign.data import pipeline
+from prefalign.data import submission
+from prefalign.data import synthetic
+from prefalign.data import tfrecord
+from prefalign.data import womd
 from prefalign.data.submission import NUM_ROLLOUTS
 from prefalign.data.submission import pack_submission
 from prefalign.data.submission import read_rollouts
@@ -28,6 +41,11 @@ from prefalign.data.womd import ScenarioExample
 from prefalign.data.womd import state_from_scenario
 
 __all__ = [
+    'pipeline',
+    'submission',
+    'synthetic',
+    'tfrecord',
+    'womd',
     'DataError',
     'RecordError',
     'read_records',

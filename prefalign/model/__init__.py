@@ -1,4 +1,12 @@
-"""The motion-token model: tokenizer, scene features, encoder, decoder."""
+"""The motion-token model: tokenizer, scene features, encoder, decoder.
+
+Pure functions of a parameter pytree: ``scene_from_state`` (Scene (B, ...)
+from a SimulatorState batch), ``tokenize`` (Tokens (B, A, 16) of the log),
+``init(rng, config, scene, tokens)``, ``log_probs`` / ``logits``
+(teacher-forced, (B, A, 16[, V])), ``sequence_log_probs`` (U sequences per
+scene, one encoding), ``encode`` and ``decode_step`` (KV-cached sampling).
+``ModelConfig`` is frozen and hashable: pass it static.
+"""
 
 from prefalign.model import decoder
 from prefalign.model import encoder
@@ -19,6 +27,8 @@ from prefalign.model.motion_lm import init
 from prefalign.model.motion_lm import init_cache
 from prefalign.model.motion_lm import log_probs
 from prefalign.model.motion_lm import logits
+from prefalign.model.motion_lm import sequence_log_probs
+from prefalign.model.motion_lm import sequence_token_mask
 from prefalign.model.motion_lm import token_mask
 from prefalign.model.tokenizer import Tokens
 from prefalign.model.tokenizer import TokenizerConfig
@@ -45,6 +55,8 @@ __all__ = [
     'init_cache',
     'log_probs',
     'logits',
+    'sequence_log_probs',
+    'sequence_token_mask',
     'token_mask',
     'Tokens',
     'TokenizerConfig',
