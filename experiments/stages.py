@@ -37,6 +37,14 @@ from prefalign.sim import replay
 _SOURCES = ('sumo', 'synthetic')
 
 
+def _check_files(patterns: str, key: str) -> None:
+  """Comma-separated WOMD patterns must match files (errors name the key)."""
+  try:
+    womd.expand_paths(patterns.split(','))
+  except FileNotFoundError as e:
+    raise ValueError(f'{key}: {e}') from None
+
+
 def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Stops on bad config values before any work or compilation."""
   unknown = [s for s in config.stages if s not in STAGES]
@@ -54,15 +62,10 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
     if not config.data.womd_glob:
       raise ValueError('config.data.womd_heldout_glob needs '
                        'config.data.womd_glob (the training files)')
-    try:
-      womd.expand_paths(config.data.womd_heldout_glob.split(','))
-    except FileNotFoundError as e:
-      raise ValueError(f'config.data.womd_heldout_glob: {e}') from None
+    _check_files(config.data.womd_heldout_glob,
+                 'config.data.womd_heldout_glob')
   if config.data.womd_glob:
-    try:
-      womd.expand_paths(config.data.womd_glob.split(','))
-    except FileNotFoundError as e:
-      raise ValueError(f'config.data.womd_glob: {e}') from None
+    _check_files(config.data.womd_glob, 'config.data.womd_glob')
   if 'report' in config.stages:
     if 'report' not in config or 'compare' not in config:
       raise ValueError("config.stages: 'report' needs the compare and "
@@ -85,10 +88,7 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
     except ValueError as e:
       raise ValueError(f'config.model: {e}') from None
     if config.pretrain.eval_glob:
-      try:
-        womd.expand_paths(config.pretrain.eval_glob.split(','))
-      except FileNotFoundError as e:
-        raise ValueError(f'config.pretrain.eval_glob: {e}') from None
+      _check_files(config.pretrain.eval_glob, 'config.pretrain.eval_glob')
   if 'align' in config.stages or 'compare' in config.stages:
     _check_align(config, pathlib.Path(workdir))
   if 'compare' in config.stages:
@@ -97,10 +97,7 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
   if 'collect' in config.stages:
     ranking_config(config)
     if config.collect.glob:
-      try:
-        womd.expand_paths(config.collect.glob.split(','))
-      except FileNotFoundError as e:
-        raise ValueError(f'config.collect.glob: {e}') from None
+      _check_files(config.collect.glob, 'config.collect.glob')
 
 
 def _reader_config(config) -> womd.ReaderConfig:

@@ -44,6 +44,32 @@ def test_bad_config_values_stop_before_work(tmp_path):
   assert not (tmp_path / 'data').exists()
 
 
+@pytest.mark.parametrize('overrides,match', [
+    ({'data.womd_heldout_glob': '/nowhere/x'},
+     'womd_heldout_glob needs config.data.womd_glob'),
+    ({'data.womd_glob': '/nowhere/train-*'}, 'config.data.womd_glob: no file'),
+    ({'report.num_rollouts': 2}, 'config.report.num_rollouts'),
+    ({'compare.methods': 'dpa:ot'}, 'config.compare.methods'),
+])
+def test_demo_bad_values_stop_before_any_work(tmp_path, overrides, match):
+  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config('runlocal')
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()
+
+
+def test_report_without_a_comparison_names_the_missing_stage(tmp_path):
+  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config('runlocal')
+  config.stages = ('report',)
+  with pytest.raises(ValueError, match="needs .*compare/results.json"):
+    stages.run(config, str(tmp_path))
+
+
 def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
   from experiments.configs import pretrain  # pylint: disable=g-import-not-at-top
   config = pretrain.get_config('runlocal')

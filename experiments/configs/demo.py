@@ -48,39 +48,39 @@ def get_config(arg=None):
   config.stages = ('data', 'inspect', 'replay', 'pretrain', 'collect',
                    'compare', 'report')
   config.data.sumo_network = 'research_intersection'
-  config.data.num_scenarios = 96
-  config.data.num_heldout_scenarios = 20
+  config.data.num_scenarios = 64
+  config.data.num_heldout_scenarios = 16
   config.replay.animate = True
 
   p = config.pretrain
   p.batch_size = 8
-  p.num_steps = 160
+  p.num_steps = 120
   p.learning_rate = 1e-3
-  p.warmup_steps = 20
-  p.max_num_objects = 32
-  p.shuffle_buffer = 96
+  p.warmup_steps = 12
+  p.max_num_objects = 24
+  p.shuffle_buffer = 64
   p.log_every = 10
-  p.eval_every = 50
-  p.eval_batches = 3
-  p.checkpoint_every = 50
+  p.eval_every = 60
+  p.eval_batches = 2
+  p.checkpoint_every = 60
   p.unigram_batches = 4
 
   c = config.collect
-  c.max_num_objects = 32
-  c.max_scenarios = 48  # of the 96 (the rest only pre-train)
+  c.max_num_objects = 24
+  c.max_scenarios = 40  # of the 64 (the rest only pre-train)
   c.num_rollouts = 8
-  c.num_pairs = 2  # the closest quarter against the farthest (the paper: 16 of 64)
+  c.num_pairs = 2  # closest quarter vs farthest (the paper: 16 of 64)
   c.scenarios_per_shard = 32
   c.num_iterations = 300  # 0.26 % median OT error (BENCHMARKS.md), 2x faster
 
   a = config.align
   a.batch_size = 4
-  a.num_steps = 20
+  a.num_steps = 16
   a.learning_rate = 2e-4
-  a.warmup_steps = 5
+  a.warmup_steps = 4
   a.log_every = 5
-  a.eval_every = 10
-  a.checkpoint_every = 10
+  a.eval_every = 8
+  a.checkpoint_every = 8
   a.heldout_fraction = 0.15
   a.shuffle_buffer = 32
   a.kl_scenarios = 4
@@ -91,7 +91,7 @@ def get_config(arg=None):
   m.scaling = ''
   m.max_scenarios = 0  # every held-out scenario
   m.num_rollouts = 16
-  m.max_num_objects = 32
+  m.max_num_objects = 24
 
   r = config.report = ml_collections.ConfigDict()
   r.scenario = 0  # index of the pictured scenario in the held-out set
