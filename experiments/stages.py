@@ -839,10 +839,11 @@ def _final_params(config, workdir, sample_state, directory: pathlib.Path):
 def _read_example(patterns: list[str], index: int, reader: womd.ReaderConfig,
                   key: str) -> womd.ScenarioExample:
   """The ``index``-th scenario of some files (errors name the config key)."""
-  for i, ex in enumerate(womd.read_examples(patterns, reader)):
-    if i == index:
+  count = 0
+  for count, ex in enumerate(womd.read_examples(patterns, reader), 1):
+    if count == index + 1:
       return ex
-  raise ValueError(f'{key}={index}: the files {patterns} hold only {i + 1} '
+  raise ValueError(f'{key}={index}: the files {patterns} hold only {count} '
                    'scenario(s)')
 
 

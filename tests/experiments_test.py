@@ -62,6 +62,20 @@ def test_demo_bad_values_stop_before_any_work(tmp_path, overrides, match):
   assert not (tmp_path / 'data').exists()
 
 
+def test_report_scenario_out_of_range_is_named(tmp_path):
+  from prefalign.data import synthetic  # pylint: disable=g-import-not-at-top
+  from prefalign.data import tfrecord  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'two.tfrecord'
+  with tfrecord.TFRecordWriter(path) as writer:
+    for i in range(2):
+      writer.write(synthetic.straight_road_scenario(
+          f's{i}', seed=i).SerializeToString())
+  reader = stages.womd.ReaderConfig(max_num_objects=8)
+  assert stages._read_example([str(path)], 1, reader, 'k').scenario_id == 's1'  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match='config.report.scenario=5: .* only 2'):
+    stages._read_example([str(path)], 5, reader, 'config.report.scenario')  # pylint: disable=protected-access
+
+
 def test_report_without_a_comparison_names_the_missing_stage(tmp_path):
   from experiments.configs import demo  # pylint: disable=g-import-not-at-top
   config = demo.get_config('runlocal')
