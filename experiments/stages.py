@@ -368,14 +368,16 @@ def _load_model(config, workdir: pathlib.Path, sample_state,
   return mc, checkpoint.load_params(path, like), path
 
 
-def _eval_sets(config, workdir: pathlib.Path) -> list[tuple[str, list[str]]]:
+def _eval_sets(config, workdir: pathlib.Path,
+               eval_glob: str) -> list[tuple[str, list[str]]]:
+  """The held-out set (if any) and ``eval_glob``'s files, reported as
+  'womd'."""
   sets = []
-  if heldout_files(config, workdir):
-    sets.append((heldout_name(config), heldout_files(config, workdir)))
-  if config.evaluate.eval_glob:
-    sets.append(('womd', config.evaluate.eval_glob.split(',')))
-  if not sets:
-    sets.append(('data', data_files(config, workdir)))
+  heldout = heldout_files(config, workdir)
+  if heldout:
+    sets.append((heldout_name(config), heldout))
+  if eval_glob:
+    sets.append(('womd', eval_glob.split(',')))
   return sets
 
 
@@ -393,7 +395,8 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
       max_num_objects=e.max_num_objects,
       max_roadgraph_points=config.data.max_roadgraph_points,
       max_traffic_lights=config.data.max_traffic_lights)
-  sets = _eval_sets(config, workdir)
+  sets = (_eval_sets(config, workdir, config.evaluate.eval_glob) or
+          [('data', data_files(config, workdir))])
   first = next(womd.read_examples(sets[0][1], reader))
   mc, params, ckpt = _load_model(config, workdir, first.state,
                                  config.evaluate.checkpoint)
@@ -738,7 +741,7 @@ def stage_compare(config, workdir: pathlib.Path) -> str:
     return f'{out / "results.json"} exists (skipped)'
   out.mkdir(parents=True, exist_ok=True)
   methods = _methods(c.methods)
-  sets = [(n, p) for n, p in _eval_sets_of(config, workdir)]
+  sets = _eval_sets_of(config, workdir)
   first = next(womd.read_examples(sets[0][1], womd.ReaderConfig(
       max_num_objects=c.max_num_objects)))
   mc, ref_params, _ = _load_model(config, workdir, first.state,
@@ -820,11 +823,8 @@ def stage_compare(config, workdir: pathlib.Path) -> str:
 
 
 def _eval_sets_of(config, workdir: pathlib.Path) -> list[tuple[str, list]]:
-  sets = []
-  if heldout_files(config, workdir):
-    sets.append((heldout_name(config), heldout_files(config, workdir)))
-  if config.compare.eval_glob:
-    sets.append(('womd', config.compare.eval_glob.split(',')))
+  """The comparison's evaluation sets (an error when there is none)."""
+  sets = _eval_sets(config, workdir, config.compare.eval_glob)
   if not sets:
     raise ValueError('config.compare: nothing to evaluate on (no held-out '
                      'SUMO set, no config.data.womd_heldout_glob and no '

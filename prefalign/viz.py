@@ -38,6 +38,7 @@ from matplotlib import patches as mpatches
 from matplotlib.backends import backend_agg
 
 from prefalign import datatypes
+from prefalign.sim import geometry
 
 __all__ = ['plot_scenario', 'animate_rollout', 'animate_rollouts',
            'plot_ranking', 'box_corners']
@@ -795,12 +796,16 @@ def _rollout_arrays(state: datatypes.SimulatorState, trajectories: Any):
   return x, y, yaw, bc(length), bc(width), valid
 
 
+@jax.jit
+def _box_overlaps(boxes: jax.Array) -> jax.Array:
+  """(T, N, N) bool overlaps of (T, N, 5) boxes (compiled once per shape)."""
+  return geometry.has_overlap(boxes[:, :, None, :], boxes[:, None, :, :])
+
+
 def _overlapping(x, y, yaw, length, width, valid) -> np.ndarray:
   """(N, T) bool: the object's box overlaps another valid box at that step."""
-  from prefalign.sim import geometry  # pylint: disable=g-import-not-at-top
   boxes = np.stack([x, y, length, width, yaw], -1).transpose(1, 0, 2)
-  ov = np.array(jax.jit(lambda b: geometry.has_overlap(
-      b[:, :, None, :], b[:, None, :, :]))(boxes.astype(np.float32)))
+  ov = np.array(_box_overlaps(boxes.astype(np.float32)))
   v = valid.T
   ov &= v[:, :, None] & v[:, None, :]
   ov &= ~np.eye(x.shape[0], dtype=bool)[None]
