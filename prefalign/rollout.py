@@ -2,11 +2,13 @@
 
 ``sample_rollouts`` runs entirely inside one ``jax.jit`` (callers jit it; the
 library does not): the scene is encoded once per scenario, then a
-``lax.scan`` over token steps carries every rollout's simulated states, the
+``lax.scan`` over token steps carries every rollout's environment state, the
 previous tokens, the KV cache and the rng. At every step all agents of all
 rollouts are decoded jointly in one call, a token is sampled per agent, and
-the simulator's dynamics integrate the token's acceleration over its 10 Hz
-steps; the *simulated* states feed the next step (closed loop). The same
+the environment steps its 10 Hz steps holding the token's acceleration
+(``sim.env.KinematicEnvironment`` by default; any ``sim.env.Environment``,
+Waymax's included through ``prefalign.integrations.waymax``); the
+*simulated* states feed the next step (closed loop). The same
 function serves 32-rollout WOSAC evaluation and 64-rollout preference
 collection::
 
@@ -36,6 +38,7 @@ from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
 from prefalign.sim import dynamics as dynamics_lib
+from prefalign.sim import env as sim_env
 
 __all__ = ['Rollouts', 'sample_rollouts', 'filter_logits', 'as_tokens',
            'replay_tokens',
@@ -120,7 +123,6 @@ def _split(tree, batch: int, num: int):
   return jax.tree.map(lambda a: a.reshape(batch, num, *a.shape[1:]), tree)
 
 
-@jax.named_scope('rollout.sample_rollouts')
 def _start_pose(state: datatypes.SimulatorState
                 ) -> tuple[tokenizer.Pose, jax.Array]:
   """(Pose (..., N) at the current step, zero where not simulated; (..., N)
@@ -132,10 +134,31 @@ def _start_pose(state: datatypes.SimulatorState
   return jax.tree.map(lambda a: jnp.where(sim, a, 0.0), pose), sim
 
 
+def _check_env(env: Optional[sim_env.Environment],
+               tok: tokenizer.TokenizerConfig) -> sim_env.Environment:
+  """The sampler's environment: the default, or ``env`` checked."""
+  if env is None:
+    return sim_env.KinematicEnvironment(
+        sim_env.EnvConfig(dynamics=tok.dynamics))
+  missing = [m for m in ('reset', 'step', 'current', 'dynamics')
+             if not hasattr(env, m)]
+  if missing:
+    raise TypeError(f'env={env!r} is not a sim.env.Environment: it lacks '
+                    f'{", ".join(missing)}.')
+  if env.dynamics != tok.dynamics:
+    raise ValueError(
+        f'env integrates actions with {env.dynamics}, but the model\'s tokens '
+        f'are accelerations of {tok.dynamics} (config.tokenizer.dynamics); '
+        'build the environment with the model\'s dynamics.')
+  return env
+
+
+@jax.named_scope('rollout.sample_rollouts')
 def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                     *, config: motion_lm.ModelConfig, num_rollouts: int = 32,
                     temperature: float = 1.0, top_k: int = 0,
-                    top_p: float = 1.0) -> Rollouts:
+                    top_p: float = 1.0,
+                    env: Optional[sim_env.Environment] = None) -> Rollouts:
   """Samples closed-loop joint rollouts of every scenario of a batch.
 
   Args:
@@ -146,11 +169,18 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
     config: the model's config (static).
     num_rollouts: R, rollouts per scenario (static).
     temperature, top_k, top_p: sampling (static); see ``filter_logits``.
+    env: the simulator the rollouts run in (static), a
+      ``sim.env.Environment``: by default ``sim.env.KinematicEnvironment``
+      with the model's dynamics; ``sim.env.StepEnvironment`` carries the
+      whole simulator state, and
+      ``prefalign.integrations.waymax.WaymaxEnvironment`` runs this same
+      function inside Waymax. Its ``dynamics`` must be the model's.
 
   Returns:
     ``Rollouts`` with shapes (B, R, ...).
   """
   tok = config.tokenizer
+  env = _check_env(env, tok)
   batch = state.shape[0] if state.shape else 1
   scene = features.scene_from_state(state, config.scene)
   context = motion_lm.encode(params, scene, config=config)
@@ -158,16 +188,21 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
   types = tile(scene.agent_type, num_rollouts)
   valid = tile(scene.agent_valid, num_rollouts)  # (BR, A)
   now = jax.tree.map(lambda a: a[..., _NOW], state.log_trajectory)
-  pose0 = jax.tree.map(lambda a: jnp.where(valid, a, 0.0),
-                       tile(_start_pose(state)[0], num_rollouts))
+  env_state = tile(env.reset(state), num_rollouts)
   num_rows = batch * num_rollouts
   num_agents = valid.shape[-1]
   cache = motion_lm.init_cache(config, num_rows, num_agents)
   # One independent stream per (scenario, rollout).
   keys = jax.random.split(rng, num_rows)
 
+  def pose_of(env_state) -> tokenizer.Pose:
+    # Rows not simulated read as zeros, whatever the environment keeps.
+    pose = tokenizer.Pose.from_trajectory(env.current(env_state))
+    return jax.tree.map(lambda a: jnp.where(valid, a, 0.0), pose)
+
   def body(carry, k):
-    pose, prev, cache = carry
+    env_state, prev, cache = carry
+    pose = pose_of(env_state)
     pose_arr = jnp.stack([pose.x, pose.y, pose.yaw, pose.vel_x, pose.vel_y],
                          -1)
     logits, cache = motion_lm.decode_step(params, context, pose_arr, valid,
@@ -181,14 +216,20 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1),
                              token[..., None], -1)[..., 0]
     lp = jnp.where(valid, lp, 0.0)
-    action = tokenizer.token_actions(token, types, tok)
-    end, path = tokenizer.hold(pose, action, tok)
+    action = dynamics_lib.Action(
+        data=tokenizer.token_actions(token, types, tok),
+        valid=valid[..., None])
+    path = []
+    for _ in range(tok.steps_per_token):  # the token is held
+      env_state = env.step(env_state, action)
+      path.append(pose_of(env_state))
+    path = jax.tree.map(lambda *a: jnp.stack(a, -1), *path)
     prev = jnp.where(valid, token, config.vocab_size)
-    return (end, prev, cache), (token, lp, path, pose)
+    return (env_state, prev, cache), (token, lp, path, pose)
 
   prev0 = jnp.full(valid.shape, config.vocab_size, jnp.int32)
   _, (tokens, lps, paths, starts) = jax.lax.scan(
-      body, (pose0, prev0, cache), jnp.arange(config.num_steps))
+      body, (env_state, prev0, cache), jnp.arange(config.num_steps))
   # (K, BR, A, ...) -> (BR, A, K, ...).
   tokens = jnp.moveaxis(tokens, 0, -1)
   lps = jnp.moveaxis(lps, 0, -1)
@@ -299,11 +340,13 @@ class ActorState:
     token: int32 (B, A) the token being held.
     prev: int32 (B, A) the token before it (V at the start).
     valid: bool (B, A) the agents it drives (valid at the current step).
+    key: the key ``init`` was given; tokens are drawn from it.
   """
   cache: list
   token: jax.Array
   prev: jax.Array
   valid: jax.Array
+  key: jax.Array
 
 
 @struct.dataclass
@@ -321,10 +364,15 @@ class MotionLMActor:
   Every ``steps_per_token`` simulator steps (from the current step, 10) it
   decodes one token per agent from the *simulated* state, then holds that
   token's acceleration; between tokens it only looks the action up. It
-  drives the agents valid at the current step (WOSAC's sim agents), so
-  ``sim.env.step(state, out.action, is_controlled=out.is_controlled)``
-  reproduces ``sample_rollouts`` step for step (with one rollout and the
-  same per-token keys). Works on unbatched or (B,)-batched states.
+  drives the agents valid at the current step (WOSAC's sim agents).
+
+  Tokens are drawn from the key given to ``init`` (folded with the token
+  index, as ``sample_rollouts`` folds its per-rollout key), not from the
+  per-step keys a rollout loop hands ``select_action``: so a rollout of
+  ``sim.env.step(state, out.action, is_controlled=out.is_controlled)``, or
+  of Waymax's ``env.rollout`` through ``prefalign.integrations.waymax``,
+  reproduces ``sample_rollouts(..., num_rollouts=1)`` with that key step
+  for step. Works on unbatched or (B,)-batched states.
 
   Args:
     config: the model's config.
@@ -344,7 +392,6 @@ class MotionLMActor:
 
   def init(self, rng: jax.Array, state: datatypes.SimulatorState
            ) -> ActorState:
-    del rng
     batched = self._batched(state)
     valid = batched.log_trajectory.valid[..., _NOW]
     b, a = valid.shape
@@ -352,15 +399,17 @@ class MotionLMActor:
         cache=motion_lm.init_cache(self.config, b, a),
         token=jnp.zeros((b, a), jnp.int32),
         prev=jnp.full((b, a), self.config.vocab_size, jnp.int32),
-        valid=valid)
+        valid=valid, key=rng)
 
   def select_action(self, params, state: datatypes.SimulatorState,
                     actor_state: ActorState, rng: jax.Array) -> ActorOutput:
     """The action at ``state.timestep``.
 
-    ``rng`` is folded with the token step, as ``sample_rollouts`` folds its
-    per-rollout key.
+    ``rng`` is not used: tokens come from ``actor_state.key`` (see the class
+    docstring), so that the rollout does not depend on how a loop splits its
+    keys.
     """
+    del rng
     config = self.config
     tok = config.tokenizer
     unbatched = not state.shape
@@ -380,7 +429,7 @@ class MotionLMActor:
                                             prev, k, s.cache, config=config)
       sampling = filter_logits(logits, temperature=self.temperature,
                                top_k=self.top_k, top_p=self.top_p)
-      keys = jax.random.split(rng, valid.shape[0])
+      keys = jax.random.split(s.key, valid.shape[0])
       step_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
       token = jax.vmap(jax.random.categorical)(step_keys, sampling)
       token = jnp.where(valid, token, 0).astype(jnp.int32)

@@ -13,6 +13,9 @@ from prefalign.sim.dynamics import inverse
 from prefalign.sim.dynamics import integrate
 from prefalign.sim.dynamics import inverse_all
 from prefalign.sim.env import ControlledObject
+from prefalign.sim.env import Environment
+from prefalign.sim.env import KinematicEnvironment
+from prefalign.sim.env import StepEnvironment
 from prefalign.sim.env import EnvConfig
 from prefalign.sim.env import control_mask
 from prefalign.sim.env import metrics
@@ -43,6 +46,9 @@ __all__ = [
     'integrate',
     'inverse_all',
     'ControlledObject',
+    'Environment',
+    'KinematicEnvironment',
+    'StepEnvironment',
     'EnvConfig',
     'control_mask',
     'metrics',

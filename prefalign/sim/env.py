@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from prefalign import datatypes
 from prefalign.sim import dynamics as dynamics_lib
@@ -32,6 +33,10 @@ __all__ = [
     'control_mask',
     'update_state_by_log',
     'metrics',
+    'Environment',
+    'StepEnvironment',
+    'KinematicEnvironment',
+    'current_state',
 ]
 
 
@@ -217,3 +222,120 @@ def metrics(state: datatypes.SimulatorState
                   cur.valid & has_edge),
       'log_divergence': (jnp.where(both, div, 0.0), both),
   }
+
+
+# ---------------------------------------------------------------------------
+# Environments as the rollout sampler takes them.
+
+
+def current_state(state: datatypes.SimulatorState) -> datatypes.Trajectory:
+  """The simulated states at ``state.timestep``: Trajectory (..., N)."""
+  return _squeeze_time(state.current_sim_trajectory)
+
+
+@runtime_checkable
+class Environment(Protocol):
+  """What ``rollout.sample_rollouts`` needs of a simulator.
+
+  The sampler calls ``reset`` once on the scenarios (B, ...), repeats the
+  result for its R rollouts along axis 0, then per 10 Hz step calls
+  ``step`` with every object's action and reads ``current``. It never looks
+  inside the environment's state, so any simulator fits: this module's
+  (``StepEnvironment``, ``KinematicEnvironment``) or Waymax's
+  (``prefalign.integrations.waymax.WaymaxEnvironment``).
+
+  Attributes:
+    dynamics: the ``DynamicsConfig`` the environment integrates actions with;
+      it must equal the model's (``TokenizerConfig.dynamics``), or the
+      tokens would mean other motions than those the model learnt.
+  """
+  dynamics: dynamics_lib.DynamicsConfig
+
+  def reset(self, state: datatypes.SimulatorState) -> Any:
+    """The environment's state at the current step of ``state`` (B, ...);
+    every leaf has the leading batch axis B."""
+
+  def step(self, env_state: Any, action: dynamics_lib.Action) -> Any:
+    """One 10 Hz step; ``action``: data (BR, N, 2), valid (BR, N, 1)."""
+
+  def current(self, env_state: Any) -> datatypes.Trajectory:
+    """Trajectory (BR, N): every object's state after the last step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepEnvironment:
+  """This module's ``reset`` / ``step`` as an ``Environment``.
+
+  Carries the whole ``SimulatorState`` (every object, every step), so the
+  objects the policy does not drive replay the log exactly as in Waymax.
+  Hashable, so it can be a static argument of ``jax.jit``.
+  """
+  config: EnvConfig = EnvConfig()
+
+  @property
+  def dynamics(self) -> dynamics_lib.DynamicsConfig:
+    return self.config.dynamics
+
+  def reset(self, state: datatypes.SimulatorState
+            ) -> datatypes.SimulatorState:
+    return reset(state, self.config)
+
+  def step(self, env_state: datatypes.SimulatorState,
+           action: dynamics_lib.Action) -> datatypes.SimulatorState:
+    return step(env_state, action, self.config)
+
+  def current(self, env_state: datatypes.SimulatorState
+              ) -> datatypes.Trajectory:
+    return current_state(env_state)
+
+
+@struct.dataclass
+class KinematicState:
+  """``KinematicEnvironment``'s state: the current step only.
+
+  Attributes:
+    current: Trajectory (..., N), every object's state now.
+    controlled: bool (..., N), the objects the policy drives.
+  """
+  current: datatypes.Trajectory
+  controlled: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class KinematicEnvironment:
+  """The sampler's default: ``step``'s dynamics on the current step alone.
+
+  Driven objects move exactly as ``StepEnvironment`` moves them (the same
+  ``compute_update``); objects the policy does not drive are held where
+  they were and marked invalid, since the sampler never reads them. Carrying
+  (..., N) instead of (..., N, 91) per rollout keeps 64-rollout collection
+  cheap. Hashable.
+  """
+  config: EnvConfig = EnvConfig()
+
+  @property
+  def dynamics(self) -> dynamics_lib.DynamicsConfig:
+    return self.config.dynamics
+
+  def reset(self, state: datatypes.SimulatorState) -> KinematicState:
+    started = reset(state, self.config)
+    controlled = control_mask(started, self.config)
+    cur = current_state(started)
+    return KinematicState(current=cur.replace(valid=cur.valid & controlled),
+                          controlled=controlled)
+
+  def step(self, env_state: KinematicState,
+           action: dynamics_lib.Action) -> KinematicState:
+    cur = env_state.current
+    update = dynamics_lib.compute_update(
+        action, jax.tree.map(lambda a: a[..., None], cur), self.config.dynamics)
+    keep = env_state.controlled & cur.valid
+    pick = lambda new, old: jnp.where(keep, new[..., 0], old)
+    nxt = cur.replace(x=pick(update.x, cur.x), y=pick(update.y, cur.y),
+                      yaw=pick(update.yaw, cur.yaw),
+                      vel_x=pick(update.vel_x, cur.vel_x),
+                      vel_y=pick(update.vel_y, cur.vel_y))
+    return env_state.replace(current=nxt)
+
+  def current(self, env_state: KinematicState) -> datatypes.Trajectory:
+    return env_state.current
