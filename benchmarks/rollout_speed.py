@@ -10,10 +10,16 @@ operations divided by the device's peak (``--peak_gflops``; for this CPU
 the AVX2 FMA peak of its cores). Scenarios: the shared real WOMD ones when
 present (128 rows each), else SUMO.
 
+``--envs`` times the same sampler stepping other environments on the same
+scenarios in the same process (compare them as ratios): ``kinematic`` (the
+default, current step only), ``step`` (the whole ``SimulatorState`` through
+``sim.env.step``) and ``waymax`` (Waymax's ``MultiAgentEnvironment`` through
+``prefalign.integrations.waymax``; needs Waymax installed).
+
 Run from the repository root::
 
   python benchmarks/rollout_speed.py [--scenarios 3] [--rollouts 32]
-      [--peak_gflops 160] [--json out.json]
+      [--peak_gflops 160] [--envs kinematic,step,waymax] [--json out.json]
 """
 
 import argparse
@@ -37,6 +43,7 @@ from prefalign.data import womd
 from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
+from prefalign.sim import env as sim_env
 
 
 def _states(num: int):
@@ -60,12 +67,27 @@ def _states(num: int):
   return [jax.tree.map(lambda a: a[None], e.state) for e in examples], source
 
 
+def _environment(name: str, rows: int):
+  """The sampler's environment called ``name`` (None: the default)."""
+  if name == 'kinematic':
+    return None
+  if name == 'step':
+    return sim_env.StepEnvironment()
+  if name == 'waymax':
+    from prefalign.integrations import waymax as wx  # pylint: disable=g-import-not-at-top
+    return wx.WaymaxEnvironment(wx.make_environment(rows))
+  raise SystemExit(f'--envs: unknown environment {name!r} '
+                   '(kinematic, step, waymax)')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--scenarios', type=int, default=3)
   parser.add_argument('--rollouts', type=int, default=32)
   parser.add_argument('--peak_gflops', type=float, default=None,
                       help='device peak (GFLOP/s) for the floor')
+  parser.add_argument('--envs', default='kinematic',
+                      help='comma-separated: kinematic, step, waymax')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   config = motion_lm.ModelConfig()
@@ -76,22 +98,6 @@ def main():
                             one.object_metadata.object_types,
                             config.tokenizer)
   params = motion_lm.init(jax.random.key(0), config, scene, toks)
-  sample = jax.jit(functools.partial(
-      rollout.sample_rollouts, config=config, num_rollouts=args.rollouts))
-  t0 = time.perf_counter()
-  compiled = sample.lower(params, one, jax.random.key(0)).compile()
-  compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
-  times = []
-  for i, state in enumerate([one] + states):
-    t0 = time.perf_counter()
-    out = compiled(params, state, jax.random.key(i))
-    jax.block_until_ready(out.trajectory.x)
-    if i:  # the first call warms caches
-      times.append(time.perf_counter() - t0)
-  per = statistics.median(times)
   rows = one.log_trajectory.x.shape[-2]
   agent_steps = args.rollouts * rows * datatypes.NUM_SIM_STEPS
   device = jax.devices()[0]
@@ -100,15 +106,42 @@ def main():
       'jax': jax.__version__, 'cpus': os.cpu_count(),
       'machine': platform.machine(), 'source': source,
       'rollouts': args.rollouts, 'agent_rows': rows,
-      'steps': datatypes.NUM_SIM_STEPS, 'compile_s': compile_s,
-      'seconds_per_scenario': per, 'all_seconds': times,
-      'agent_steps_per_second': agent_steps / per,
-      'flops_per_scenario': flops,
+      'steps': datatypes.NUM_SIM_STEPS, 'environments': {},
   }
-  if args.peak_gflops:
-    floor = flops / (args.peak_gflops * 1e9)
-    result.update(peak_gflops=args.peak_gflops, floor_seconds=floor,
-                  gap=per / floor)
+  for name in args.envs.split(','):
+    sample = jax.jit(functools.partial(
+        rollout.sample_rollouts, config=config, num_rollouts=args.rollouts,
+        env=_environment(name, rows)))
+    t0 = time.perf_counter()
+    compiled = sample.lower(params, one, jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+    times = []
+    for i, state in enumerate([one] + states):
+      t0 = time.perf_counter()
+      out = compiled(params, state, jax.random.key(i))
+      jax.block_until_ready(out.trajectory.x)
+      if i:  # the first call warms caches
+        times.append(time.perf_counter() - t0)
+    per = statistics.median(times)
+    entry = {
+        'compile_s': compile_s, 'seconds_per_scenario': per,
+        'all_seconds': times, 'agent_steps_per_second': agent_steps / per,
+        'flops_per_scenario': flops,
+    }
+    if args.peak_gflops:
+      floor = flops / (args.peak_gflops * 1e9)
+      entry.update(peak_gflops=args.peak_gflops, floor_seconds=floor,
+                   gap=per / floor)
+    result['environments'][name] = entry
+    print(name, json.dumps(entry), flush=True)
+  first = result['environments'][args.envs.split(',')[0]]
+  result.update(first)  # the first environment's numbers at the top level
+  for name, entry in result['environments'].items():
+    entry['ratio_to_first'] = (entry['seconds_per_scenario'] /
+                               first['seconds_per_scenario'])
   print(json.dumps(result, indent=1))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(result, indent=1))

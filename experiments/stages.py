@@ -94,6 +94,9 @@ def _check(config: ml_collections.ConfigDict, workdir: str) -> None:
   if 'compare' in config.stages:
     _methods(config.compare.methods)
     _eval_sets_of(config, pathlib.Path(workdir))
+  if 'evaluate' in config.stages and 'evaluate' in config:
+    _simulator(config.evaluate.get('simulator', 'prefalign'), 1,
+               model_config(config), 'config.evaluate.simulator')
   if 'collect' in config.stages:
     ranking_config(config)
     if config.collect.glob:
@@ -381,6 +384,23 @@ def _eval_sets(config, workdir: pathlib.Path,
   return sets
 
 
+def _simulator(name: str, num_objects: int, model_config, key: str):
+  """The sampler's environment called ``name`` at config ``key``."""
+  if name == 'prefalign':
+    return None
+  if name == 'waymax':
+    try:
+      from prefalign.integrations import waymax as wx  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(f'{key}=waymax: {e}') from e
+    return wx.WaymaxEnvironment(
+        wx.make_environment(
+            num_objects, dynamics_model=wx.AccelerationDynamics(
+                model_config.tokenizer.dynamics)),
+        dynamics=model_config.tokenizer.dynamics)
+  raise ValueError(f'{key}={name!r}: expected prefalign or waymax.')
+
+
 def stage_evaluate(config, workdir: pathlib.Path) -> str:
   """WOSAC realism of a checkpoint, log replay and constant velocity."""
   from prefalign import evaluation  # pylint: disable=g-import-not-at-top
@@ -400,6 +420,8 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
   first = next(womd.read_examples(sets[0][1], reader))
   mc, params, ckpt = _load_model(config, workdir, first.state,
                                  config.evaluate.checkpoint)
+  env = _simulator(e.get('simulator', 'prefalign'), first.state.num_objects,
+                   mc, 'config.evaluate.simulator')
   results, exported = {}, {}
   for name, patterns in sets:
     protos = []
@@ -414,7 +436,8 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
         temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
         challenges=tuple(e.challenges.split(',')),
         max_scenarios=e.max_scenarios, seed=config.seed,
-        keep=e.num_animations, on_rollouts=export if e.submission else None)
+        keep=e.num_animations, on_rollouts=export if e.submission else None,
+        env=env)
     results[name] = res
     from prefalign import viz  # pylint: disable=g-import-not-at-top
     for sid, state, traj in res['kept'][:e.num_animations]:
@@ -434,6 +457,7 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
           acknowledge_complies_with_closed_loop_requirement=True)
       exported[name] = str(path)
   report = {'checkpoint': ckpt, 'num_rollouts': e.num_rollouts,
+            'simulator': e.get('simulator', 'prefalign'),
             'sampling': {'temperature': e.temperature, 'top_k': e.top_k,
                          'top_p': e.top_p},
             'submissions': exported,

@@ -13,7 +13,7 @@ decides how to batch and shard. Map of the package:
   (``read_examples``, ``state_from_scenario``, ``ReaderConfig`` for the
   padded sizes), batching pipelines, submission export, synthetic scenes.
 * ``sim``: invertible dynamics, box / road-edge geometry, Waymax-style
-  ``reset`` / ``step``.
+  ``reset`` / ``step``, and the ``Environment`` the sampler steps.
 * ``model``: the motion-token tokenizer (16 tokens of 0.5 s over the 8 s
   future) and model (``ModelConfig``, ``init``, ``log_probs``: (B, A, 16)).
 * ``rollout``: ``sample_rollouts(params, state (B, ...), rng)`` ->
@@ -35,8 +35,10 @@ decides how to batch and shard. Map of the package:
 * ``evaluation``: WOSAC evaluation of a checkpoint beside log replay and
   constant velocity.
 
-Plots (``prefalign.viz``, matplotlib), SUMO (``prefalign.data.sumo``) and
-the command lines (``prefalign.cli``) are imported on their own.
+Plots (``prefalign.viz``, matplotlib), SUMO (``prefalign.data.sumo``),
+the command lines (``prefalign.cli``) and the bridge to Waymax
+(``prefalign.integrations.waymax``: datatypes, dynamics, environment and
+actor; needs the optional Waymax install) are imported on their own.
 """
 
 from prefalign import data

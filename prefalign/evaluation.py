@@ -22,6 +22,7 @@ from prefalign import rollout
 from prefalign.data import womd
 from prefalign.metrics import wosac
 from prefalign.model import motion_lm
+from prefalign.sim import env as sim_env
 
 __all__ = ['POLICIES', 'evaluate_files', 'markdown_report', 'bootstrap',
            'SUMMARY']
@@ -42,6 +43,7 @@ def evaluate_files(
     keep: int = 0, progress: bool = True,
     on_scenario: Optional[Callable[[dict], None]] = None,
     on_rollouts: Optional[Callable[[womd.ScenarioExample, Any], None]] = None,
+    env: Optional[sim_env.Environment] = None,
 ) -> dict[str, Any]:
   """Samples and scores every scenario of some WOMD files.
 
@@ -62,6 +64,10 @@ def evaluate_files(
     on_rollouts: called as ``on_rollouts(example, trajectory)`` with the
       model's rollouts, Trajectory (R, N, 80) as the metric takes them (for
       submission export).
+    env: the simulator the model's rollouts run in (``sample_rollouts``'s
+      ``env``; None: prefalign's own; a
+      ``prefalign.integrations.waymax.WaymaxEnvironment`` runs them in
+      Waymax). The references need no simulator.
 
   Returns:
     {'aggregate': {challenge: {policy: dataset metrics}}, 'per_scenario':
@@ -71,7 +77,7 @@ def evaluate_files(
   configs = {c: wosac.get_config(c) for c in challenges}
   sample, metric, references = _compiled(
       model_config, num_rollouts, temperature, top_k, top_p,
-      tuple(challenges), baselines)
+      tuple(challenges), baselines, env)
   root = jax.random.key(seed)
   per_scenario, kept = [], []
   examples: Iterable = womd.read_examples(list(patterns), reader)
@@ -112,14 +118,14 @@ def evaluate_files(
 
 @functools.lru_cache(maxsize=4)
 def _compiled(model_config, num_rollouts, temperature, top_k, top_p,
-              challenges, baselines):
+              challenges, baselines, env):
   """The jitted sampler, metric and references of one setting, built once
   per process (scoring several checkpoints compiles them once)."""
   configs = {c: wosac.get_config(c) for c in challenges}
   sample = jax.jit(functools.partial(
       rollout.sample_rollouts, config=model_config,
       num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
-      top_p=top_p))
+      top_p=top_p, env=env))
   # The features are computed once and scored under every config.
   metric = jax.jit(lambda state, traj: {
       c: wosac.metrics_from_features(

@@ -178,6 +178,23 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   assert list((tmp_path / 'evaluate').glob('sumo_heldout_*_rollout0.gif'))
 
 
+def test_evaluate_simulator_is_checked_before_any_work(tmp_path):
+  from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
+  config = evaluate.get_config('runlocal')
+  config.evaluate.simulator = 'carla'
+  with pytest.raises(ValueError,
+                     match="config.evaluate.simulator='carla': expected"):
+    stages.run(config, str(tmp_path))
+  try:
+    import waymax.env  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    config.evaluate.simulator = 'waymax'
+    with pytest.raises(ValueError,
+                       match='config.evaluate.simulator=waymax: .*waymo-waymax'):
+      stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()
+
+
 @pytest.mark.parametrize('key,value,match', [
     ('strategy', 'l2', 'config.collect: .*strategy'),
     ('weights', '10,5', 'config.collect: weights: expected 5'),

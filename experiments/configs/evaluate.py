@@ -11,7 +11,8 @@ defaults)::
       --workdir=runs/pretrain \
       --config.evaluate.eval_glob='../shared/data/womd/real/real.tfrecord-*'
 
-``--config.evaluate.checkpoint=DIR`` scores another run's checkpoints.
+``--config.evaluate.checkpoint=DIR`` scores another run's checkpoints;
+``--config.evaluate.simulator=waymax`` runs the rollouts inside Waymax.
 """
 
 import ml_collections
@@ -35,6 +36,9 @@ def get_config(arg=None):
   config.evaluate.challenges = '2024,2025'  # WOSAC metric configs
   config.evaluate.max_scenarios = 0  # per set (0: all)
   config.evaluate.max_num_objects = 128  # WOSAC simulates up to 128
+  # Where the rollouts run: prefalign's simulator, or Waymax's environment
+  # (needs Waymax installed: README, "Running inside Waymax").
+  config.evaluate.simulator = 'prefalign'
   config.evaluate.num_animations = 2  # rollout GIFs per set
   # Also write the model's rollouts of each set as an official
   # SimAgentsChallengeSubmission (WORKDIR/evaluate/<set>_submission.binproto)
