@@ -302,10 +302,12 @@ def replay_tokens(state: datatypes.SimulatorState, token_ids: jax.Array,
   ids = token_ids.astype(jnp.int32)
   recon = tokenizer.detokenize(pose0, ids, types, tok)
   steps = tok.steps_per_token
-  start = jax.tree.map(
-      lambda p0, r: jnp.concatenate(
-          [p0[..., None], r[..., steps - 1:-1:steps]], axis=-1), pose0, recon)
   valid = jnp.broadcast_to(sim[..., None, :, None], ids.shape)
+  # Rows not simulated start every token at zeros, as the sampler reads them.
+  start = jax.tree.map(
+      lambda p0, r: jnp.where(valid, jnp.concatenate(
+          [p0[..., None], r[..., steps - 1:-1:steps]], axis=-1), 0.0),
+      pose0, recon)
   return tokenizer.Tokens(
       tokens=jnp.where(valid, ids, 0), valid=valid, reconstruction=recon,
       recon_valid=jnp.broadcast_to(sim[..., None, :, None], recon.x.shape),
