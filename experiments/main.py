@@ -5,6 +5,9 @@ fields with ``--config.x=...``). All the work happens in
 ``experiments.stages``, which tests and notebooks call directly.
 """
 
+import signal
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -30,7 +33,14 @@ def main(argv):
     # cluster environment (SLURM, TPU pods, ...).
     jax.distributed.initialize()
   from experiments import stages  # pylint: disable=g-import-not-at-top
-  stages.run(config, _WORKDIR.value)
+  from prefalign.train import loop  # pylint: disable=g-import-not-at-top
+  try:
+    stages.run(config, _WORKDIR.value)
+  except loop.Preempted as e:
+    # A scheduler's SIGTERM (or Ctrl-C): the checkpoint is written; exit
+    # with the signal's conventional status and no traceback.
+    print(f'\n{e}', file=sys.stderr, flush=True)
+    sys.exit(128 + int(getattr(signal, e.signal_name)))
 
 
 if __name__ == '__main__':

@@ -390,14 +390,20 @@ def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
   window, t0, n0 = None, time.perf_counter(), start
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc='align',
                   disable=not config.progress or jax.process_index() != 0)
+  preemption = loop.PreemptionGuard()
   try:
     for step in range(start, config.num_steps):
       batch = parallel.shard_batch(next(batches), mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(root, step),
                                reference)
+      done = step + 1
+      loop.stop_on_nonfinite(
+          metrics, state, ckpt, done,
+          f'the preference records of step {done} (records '
+          f'{step * local}..{done * local - 1} of this process\'s '
+          'shuffled stream)')
       window = metrics if window is None else jax.tree.map(
           jnp.add, window, metrics)
-      done = step + 1
       if done % config.log_every == 0 or done == config.num_steps:
         host = {k: float(v) for k, v in jax.device_get(window).items()}
         n, pairs = done - n0, max(host['pairs'], 1.0)
@@ -425,10 +431,12 @@ def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
         ckpt.save(state)
       if callback is not None:
         callback(done, metrics)
+      preemption.stop_if_requested(state, ckpt, done, config.num_steps)
     if not results:
       results = evaluate(start)
     real = realism(int(jax.device_get(state.step)))
   finally:
+    preemption.restore()
     bar.close()
     ckpt.close()
     writer.close()

@@ -26,6 +26,8 @@ import itertools
 import json
 import math
 import pathlib
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -46,7 +48,8 @@ from prefalign.train import parallel
 from prefalign.train import steps
 from prefalign.train.state import TrainState
 
-__all__ = ['TrainConfig', 'train_and_evaluate', 'check_config']
+__all__ = ['TrainConfig', 'train_and_evaluate', 'check_config', 'Preempted',
+           'PreemptionGuard', 'stop_on_nonfinite']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +131,10 @@ def _pipeline_config(config: TrainConfig, *, train: bool):
 
 
 def _local_batches(patterns, config: TrainConfig, *, train: bool,
-                   skip_batches: int = 0) -> Iterator[Any]:
-  """This process's rows of every global batch, as numpy states."""
+                   skip_batches: int = 0, with_ids: bool = False
+                   ) -> Iterator[Any]:
+  """This process's rows of every global batch, as numpy states (with
+  ``with_ids``: ``(state, scenario ids)`` pairs)."""
   local = config.batch_size // jax.process_count()
   examples = pipeline.scenarios(list(patterns),
                                 _pipeline_config(config, train=train))
@@ -138,10 +143,10 @@ def _local_batches(patterns, config: TrainConfig, *, train: bool,
   # function of (seed, step).
   examples = itertools.islice(examples, skip_batches * local, None)
   for batch in pipeline.batches(examples, local, drop_remainder=train):
+    state = batch.state
     if batch.batch_size < local:  # pad a short last eval batch
-      yield _pad_batch(batch.state, local)
-    else:
-      yield batch.state
+      state = _pad_batch(batch.state, local)
+    yield (state, list(batch.scenario_ids)) if with_ids else state
 
 
 def _pad_batch(state: datatypes.SimulatorState, size: int):
@@ -181,6 +186,88 @@ class MetricsWriter:
   def close(self) -> None:
     if self.tb is not None:
       self.tb.close()
+
+
+class Preempted(Exception):
+  """Training stopped on a termination signal after saving a checkpoint.
+
+  Attributes:
+    step: the step checkpointed.
+    signal_name: the signal received (e.g. 'SIGTERM').
+    directory: the checkpoint directory; rerunning the same command
+      resumes from it.
+  """
+
+  def __init__(self, step: int, signal_name: str, directory):
+    self.step = step
+    self.signal_name = signal_name
+    self.directory = directory
+    super().__init__(
+        f'{signal_name} received: stopped after step {step}, checkpoint '
+        f'saved in {directory}; rerun the same command to resume.')
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (and SIGINT) into a request the loop honours between
+  steps: it saves a checkpoint and raises ``Preempted`` instead of dying
+  mid-step. A second signal of the same kind gets the default behaviour.
+  Only the main thread can install handlers; elsewhere it does nothing."""
+
+  SIGNALS = ('SIGTERM', 'SIGINT')
+
+  def __init__(self):
+    self.requested = ''
+    self._old = {}
+    if threading.current_thread() is not threading.main_thread():
+      return
+    for name in self.SIGNALS:
+      sig = getattr(signal, name)
+      self._old[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:  # a second signal: let it through
+      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+      return
+    self.requested = signal.Signals(signum).name
+
+  def stop_if_requested(self, state, ckpt: checkpoint_lib.Checkpointer,
+                        step: int, num_steps: int) -> None:
+    """After a step: if a signal came, checkpoint ``state`` and raise
+    ``Preempted`` (unless the run just finished)."""
+    if self.requested and step < num_steps:
+      ckpt.save(state)
+      ckpt.wait()
+      raise Preempted(step, self.requested, ckpt.directory)
+
+  def restore(self) -> None:
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    self._old = {}
+
+
+def stop_on_nonfinite(metrics: dict[str, Any], state,
+                      ckpt: checkpoint_lib.Checkpointer, step: int,
+                      batch: str) -> None:
+  """Stops the run if the step's loss or gradients were not finite.
+
+  The step itself kept the last good state (``steps._apply``); it is
+  checkpointed, then ``FloatingPointError`` names the step and ``batch``
+  (which scenarios or records). Reads one scalar back per step.
+  """
+  if not float(jax.device_get(metrics['nonfinite'])):
+    return
+  ckpt.save(state)
+  ckpt.wait()
+  raise FloatingPointError(
+      f'non-finite loss or gradients at step {step} (loss '
+      f'{float(metrics["mean_loss"])}, gradient norm '
+      f'{float(metrics["grad_norm"])}) on {batch} (process '
+      f'{jax.process_index()}); the last good state (step '
+      f'{int(jax.device_get(state.step))}) is checkpointed in '
+      f'{ckpt.directory}. Inspect that data or lower the learning rate, '
+      'then rerun to resume.')
 
 
 def check_finite(values: dict[str, float], step: int) -> None:
@@ -304,21 +391,24 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
 
   batches = pipeline.prefetch(
       _local_batches(config.train_files, config, train=True,
-                     skip_batches=start), size=2)
+                     skip_batches=start, with_ids=True), size=2)
   last_train: dict[str, float] = {}
   results: dict[str, dict[str, float]] = {}
   window = None
   t0, n0 = time.perf_counter(), start
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc='pretrain',
                   disable=not config.progress or jax.process_index() != 0)
+  preemption = PreemptionGuard()
   try:
     for step in range(start, config.num_steps):
-      local = next(batches)
+      local, ids = next(batches)
       rng = jax.random.fold_in(loop_rng, step)
       state, metrics = train_fn(state, parallel.shard_batch(local, mesh), rng)
+      done = step + 1
+      stop_on_nonfinite(metrics, state, ckpt, done,
+                        f'the batch of scenarios {ids}')
       window = metrics if window is None else jax.tree.map(
           jnp.add, window, metrics)
-      done = step + 1
       if done % config.log_every == 0 or done == config.num_steps:
         host = {k: float(v) for k, v in jax.device_get(window).items()}
         n = done - n0
@@ -341,7 +431,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
         ckpt.save(state)
       if callback is not None:
         callback(done, metrics)
+      preemption.stop_if_requested(state, ckpt, done, config.num_steps)
   finally:
+    preemption.restore()
     bar.close()
     ckpt.close()
     writer.close()

@@ -123,12 +123,19 @@ def _apply(state: TrainState, loss_fn, args, optimizer_config):
   state and the metrics every step logs."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, sums), grads = grad_fn(state.params, *args)
-  new_state = state.apply_gradients(grads)
+  grad_norm = _norm(grads)
+  # A non-finite loss or gradient leaves the state as it was (the last good
+  # one) and is reported as ``nonfinite`` = 1, for the loop to stop on.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updated = state.apply_gradients(grads)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                           updated, state)
   metrics = dict(sums)
   metrics.update(
-      mean_loss=loss, grad_norm=_norm(grads),
+      mean_loss=loss, grad_norm=grad_norm,
       param_norm=_norm(new_state.params),
-      learning_rate=learning_rate_schedule(optimizer_config)(state.step))
+      learning_rate=learning_rate_schedule(optimizer_config)(state.step),
+      nonfinite=1.0 - finite.astype(jnp.float32))
   return new_state, metrics
 
 

@@ -1,11 +1,19 @@
 """End-to-end pre-training: smoke run, resume, config checks."""
 
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from prefalign.train import checkpoint as checkpoint_lib
 from prefalign.train import loop
 from prefalign.train import steps
 
@@ -76,3 +84,137 @@ def test_optimizer_schedule_warms_up_and_decays():
   assert float(sched(0)) == 0.0
   assert float(sched(10)) == pytest.approx(1.0)
   assert float(sched(100)) == pytest.approx(0.1)
+
+
+def test_nonfinite_step_stops_with_ids_and_keeps_the_last_good_state(
+    scenario_files, tmp_path, monkeypatch):
+  """A NaN loss at step 3 stops the run naming the step and the batch's
+  scenarios, with the state of step 2 checkpointed."""
+  real_loss = steps._loss  # pylint: disable=protected-access
+
+  def poisoned_step(state, batch, rng, *, model_config, optimizer_config):
+    del rng
+    scene, toks = steps.model_inputs(batch, model_config)
+
+    def loss_fn(params, *args):
+      loss, sums = real_loss(params, *args)
+      return jnp.where(state.step >= 2, jnp.nan, loss), sums
+
+    return steps._apply(state, loss_fn, (scene, toks, model_config),  # pylint: disable=protected-access
+                        optimizer_config)
+
+  monkeypatch.setattr(steps, 'train_step', poisoned_step)
+  config = tiny_config(scenario_files, num_steps=4, checkpoint_every=4,
+                       eval_every=4)
+  with pytest.raises(FloatingPointError,
+                     match=r"at step 3 .*\['syn-0-.*step 2\) is checkpointed"):
+    loop.train_and_evaluate(config, tmp_path)
+  ckpt = checkpoint_lib.Checkpointer(tmp_path / 'checkpoints')
+  assert ckpt.latest_step() == 2
+  ckpt.close()
+
+
+_CHILD = '''
+import sys
+from prefalign.train import loop
+from tests.train.conftest import tiny_config
+files = {{'train': {train!r}, 'eval': {eval!r}}}
+config = tiny_config(files, num_steps={steps}, checkpoint_every=2,
+                     eval_every={steps})
+try:
+  loop.train_and_evaluate(config, {workdir!r})
+except loop.Preempted as e:
+  print(e, flush=True)
+  sys.exit(143)
+'''
+
+
+def _train_steps_logged(workdir: pathlib.Path) -> int:
+  path = workdir / 'metrics.jsonl'
+  if not path.exists():
+    return 0
+  steps_ = [json.loads(l)['step'] for l in path.read_text().splitlines()
+            if '"train"' in l]
+  return max(steps_, default=0)
+
+
+def _start_child(scenario_files, workdir, num_steps):
+  code = _CHILD.format(train=scenario_files['train'],
+                       eval=scenario_files['eval'], steps=num_steps,
+                       workdir=str(workdir))
+  root = pathlib.Path(__file__).resolve().parents[2]
+  env = dict(os.environ, PYTHONPATH=str(root))
+  return subprocess.Popen([sys.executable, '-c', code], cwd=root, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _wait_for_step(proc, workdir, step, timeout=600):
+  deadline = time.time() + timeout
+  while _train_steps_logged(workdir) < step:
+    assert proc.poll() is None, proc.communicate()[0]
+    assert time.time() < deadline, 'the child did not reach the step'
+    time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('how', ['SIGTERM', 'SIGKILL'])
+def test_killed_training_resumes_to_the_same_parameters(scenario_files,
+                                                        tmp_path, how):
+  """SIGTERM: a checkpoint at the current step and exit status 143;
+  SIGKILL at an arbitrary moment: the last complete checkpoint. Either way
+  the same command finishes with an uninterrupted run's parameters."""
+  num_steps = 8
+  config = tiny_config(scenario_files, num_steps=num_steps,
+                       checkpoint_every=2, eval_every=num_steps)
+  straight = loop.train_and_evaluate(config, tmp_path / 'straight')
+  workdir = tmp_path / how
+  proc = _start_child(scenario_files, workdir, num_steps)
+  # Saves are asynchronous: kill once the step-2 checkpoint is complete, at
+  # whatever the child is doing then.
+  deadline = time.time() + 600
+  while not (workdir / 'checkpoints' / '2' / '_CHECKPOINT_METADATA').exists():
+    assert proc.poll() is None, proc.communicate()[0]
+    assert time.time() < deadline, 'no step-2 checkpoint'
+    time.sleep(0.05)
+  _wait_for_step(proc, workdir, 3)
+  proc.send_signal(getattr(signal, how))
+  out = proc.communicate(timeout=600)[0]
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints')
+  saved = ckpt.latest_step()
+  ckpt.close()
+  if how == 'SIGTERM':
+    assert proc.returncode == 143, out
+    assert f'stopped after step {saved}' in out
+    assert saved >= 3  # the step it was on, not the last periodic save
+  else:
+    assert proc.returncode == -signal.SIGKILL
+    assert saved is not None and saved >= 2
+  resumed = loop.train_and_evaluate(config, workdir)
+  assert resumed['step'] == num_steps
+  for a, b in zip(jax.tree.leaves(jax.device_get(resumed['params'])),
+                  jax.tree.leaves(jax.device_get(straight['params']))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_cut_off_while_writing_is_not_resumed(scenario_files,
+                                                           tmp_path):
+  """Half-written checkpoints (orbax's temporary folder, or a step folder
+  that never got its contents) are never taken for complete ones, and are
+  set aside rather than deleted."""
+  config = tiny_config(scenario_files, num_steps=2, checkpoint_every=2)
+  loop.train_and_evaluate(config, tmp_path)
+  ckdir = tmp_path / 'checkpoints'
+  (ckdir / '4.orbax-checkpoint-tmp-1234567').mkdir()
+  (ckdir / '6').mkdir()
+  (ckdir / '6' / 'partial').write_bytes(b'x')
+  with pytest.warns(UserWarning, match='6 is incomplete'):
+    ckpt = checkpoint_lib.Checkpointer(ckdir)
+  assert ckpt.latest_step() == 2
+  ckpt.close()
+  assert (ckdir / '6.incomplete' / 'partial').read_bytes() == b'x'
+  # Training more resumes from step 2 and saves over the cut-off step.
+  more = tiny_config(scenario_files, num_steps=6, checkpoint_every=2,
+                     eval_every=6)
+  assert loop.train_and_evaluate(more, tmp_path)['step'] == 6
+  assert (ckdir / '6' / '_CHECKPOINT_METADATA').exists()

@@ -99,3 +99,31 @@ def test_unigram_baseline_matches_frequencies():
   counts = np.array([[3.0, 1.0, 0.0]])
   lp = np.asarray(losses.unigram_log_probs(counts, smoothing=0.0))
   np.testing.assert_allclose(np.exp(lp), [[0.75, 0.25, 0.0]], atol=1e-7)
+
+
+def test_a_nonfinite_step_keeps_the_last_good_state(batch):
+  """NaN in the loss (or, through it, the gradients) is reported and never
+  applied: parameters, optimizer state and step stay as they were."""
+  opt = steps.OptimizerConfig(learning_rate=1e-3, warmup_steps=1,
+                              total_steps=10)
+  tx = steps.make_optimizer(opt)
+  state = _state(batch, tx)
+  scene, toks = steps.model_inputs(batch, TINY_MODEL)
+
+  def nan_loss(params, *args):
+    loss, sums = steps._loss(params, *args)  # pylint: disable=protected-access
+    return loss * np.nan, sums
+
+  good, good_metrics = jax.jit(functools.partial(
+      steps._apply, loss_fn=steps._loss,  # pylint: disable=protected-access
+      args=(scene, toks, TINY_MODEL), optimizer_config=opt))(state)
+  assert float(good_metrics['nonfinite']) == 0.0 and int(good.step) == 1
+  new, metrics = jax.jit(functools.partial(
+      steps._apply, loss_fn=nan_loss,  # pylint: disable=protected-access
+      args=(scene, toks, TINY_MODEL), optimizer_config=opt))(good)
+  assert float(metrics['nonfinite']) == 1.0
+  assert int(new.step) == 1
+  for a, b in zip(jax.tree.leaves(jax.device_get((new.params, new.opt_state))),
+                  jax.tree.leaves(jax.device_get((good.params,
+                                                  good.opt_state)))):
+    np.testing.assert_array_equal(a, b)
