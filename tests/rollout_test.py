@@ -22,8 +22,9 @@ CONFIG = motion_lm.ModelConfig(width=32, num_heads=2, decoder_layers=2,
 R = 4
 
 
-@pytest.fixture(scope='module')
-def setup():
+def scenes_and_model():
+  """(state (2, 10, ...), scene, params): two synthetic scenes with
+  N = 10 object rows and a small random model."""
   states = []
   for seed in (3, 4):
     scenario = synthetic.straight_road_scenario(
@@ -39,6 +40,11 @@ def setup():
                             CONFIG.tokenizer)
   params = motion_lm.init(jax.random.key(0), CONFIG, scene, toks)
   return state, scene, params
+
+
+@pytest.fixture(scope='module')
+def setup():
+  return scenes_and_model()
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,20 +16,16 @@ import pytest
 
 from prefalign import datatypes
 from prefalign import rollout
-from prefalign.data import synthetic
 from prefalign.data import womd
-from prefalign.model import features
-from prefalign.model import motion_lm
-from prefalign.model import tokenizer
 from prefalign.sim import dynamics
 from prefalign.sim import env as sim_env
 
+from tests.rollout_test import CONFIG  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.rollout_test import scenes_and_model  # noqa: E402  pylint: disable=g-bad-import-order
+
 SKIP = ('Waymax is not installed (waymo-waymax comes from its git '
         'repository, with TensorFlow; README "Running inside Waymax")')
-N = 10
-CONFIG = motion_lm.ModelConfig(width=32, num_heads=2, decoder_layers=2,
-                               map_neighbours=8, agent_neighbours=4,
-                               scene=features.SceneConfig(num_map_chunks=48))
+N = 10  # the object rows of those scenes
 
 
 def test_a_package_that_is_not_waymax_is_refused(monkeypatch):
@@ -56,20 +52,9 @@ def wx():
 
 @pytest.fixture(scope='module')
 def setup():
-  states = []
-  for seed in (3, 4):
-    scenario = synthetic.straight_road_scenario(
-        f'w{seed}', seed=seed, num_vehicles=5, num_pedestrians=1,
-        num_cyclists=1, with_traffic_light=True)
-    states.append(womd.state_from_scenario(scenario, womd.ReaderConfig(
-        max_num_objects=N, max_roadgraph_points=1500,
-        max_traffic_lights=4)).state)
-  state = datatypes.stack(states)
-  scene = features.scene_from_state(state, CONFIG.scene)
-  toks = tokenizer.tokenize(state.log_trajectory,
-                            state.object_metadata.object_types,
-                            CONFIG.tokenizer)
-  params = motion_lm.init(jax.random.key(0), CONFIG, scene, toks)
+  """Two synthetic scenes of N = 10 rows and a small random model (the
+  sampler tests' own)."""
+  state, _, params = scenes_and_model()
   return state, params
 
 
