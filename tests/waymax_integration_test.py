@@ -293,7 +293,7 @@ def test_no_dependency_names_the_squatted_distribution():
     reqs += extra
   names = {re.match(r'[A-Za-z0-9_.\-]+', r).group(0).lower() for r in reqs}
   assert 'waymax' not in names
-  assert 'tensorflow>=2.11' in meta['optional-dependencies']['waymax']
+  assert 'tensorflow>=2.11' in meta['optional-dependencies']['waymax-deps']
 
 
 def test_evaluation_inside_waymax_scores_as_natively(wx, tmp_path):

@@ -5,7 +5,7 @@ optional dependency installed from its git repository; it imports TensorFlow
 at import time. Nothing else in ``prefalign`` imports it. Install (see the
 README, "Running inside Waymax")::
 
-  pip install -e '.[waymax]'   # TensorFlow and Waymax's other dependencies
+  pip install -e '.[waymax-deps]'   # TensorFlow and Waymax's other dependencies
   pip install 'git+https://github.com/waymo-research/waymax.git@main#egg=waymo-waymax'
 
 (The PyPI project named after the bare import name is not Waymax; it is
@@ -62,7 +62,7 @@ from prefalign.sim import env as sim_env
 
 INSTALL = (
     "Waymax is installed from its git repository: pip install -e "
-    "'.[waymax]' && pip install 'git+https://github.com/waymo-research/"
+    "'.[waymax-deps]' && pip install 'git+https://github.com/waymo-research/"
     "waymax.git@main#egg=waymo-waymax' (the distribution is waymo-waymax; "
     "the PyPI project under the bare import name is an unrelated package: "
     "uninstall it).")
@@ -86,7 +86,7 @@ def _import_waymax():
     if e.name and e.name.split('.')[0] == 'tensorflow':
       raise ImportError(
           'Waymax imports TensorFlow at import time and it is missing: '
-          f"pip install -e '.[waymax]'. {INSTALL}") from e
+          f"pip install -e '.[waymax-deps]'. {INSTALL}") from e
     raise ImportError(f'Waymax could not be imported ({e}). {INSTALL}') from e
   except ImportError as e:
     raise ImportError(
