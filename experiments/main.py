@@ -30,8 +30,19 @@ def main(argv):
   if config.get('distributed', False):
     import jax  # pylint: disable=g-import-not-at-top
     # Multi-host: coordinator address, process count and id come from the
-    # cluster environment (SLURM, TPU pods, ...).
-    jax.distributed.initialize()
+    # cluster environment (SLURM, Open MPI, TPU pods) unless given.
+    explicit = {}
+    if config.get('coordinator_address', ''):
+      explicit = dict(coordinator_address=config.coordinator_address,
+                      num_processes=config.num_processes,
+                      process_id=config.process_id)
+      if config.num_processes < 1 or not (
+          0 <= config.process_id < config.num_processes):
+        raise app.UsageError(
+            f'config.coordinator_address is set: config.num_processes='
+            f'{config.num_processes} and config.process_id='
+            f'{config.process_id} must name this process among them.')
+    jax.distributed.initialize(**explicit)
   from experiments import stages  # pylint: disable=g-import-not-at-top
   from prefalign.train import loop  # pylint: disable=g-import-not-at-top
   try:

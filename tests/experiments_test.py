@@ -143,6 +143,21 @@ def test_unknown_config_key_is_refused_by_the_launcher(tmp_path):
   assert not (tmp_path / 'data').exists()
 
 
+def test_explicit_coordinator_needs_the_process_count_and_id(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.main',
+       '--config=experiments/configs/pretrain.py:runlocal',
+       f'--workdir={tmp_path}', '--config.distributed=True',
+       '--config.coordinator_address=localhost:1', '--config.num_processes=2'],
+      capture_output=True, text=True, timeout=120, check=False,
+      cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode != 0
+  assert 'config.process_id=-1 must name this process' in proc.stderr
+  assert not (tmp_path / 'data').exists()
+
+
 def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
   config = evaluate.get_config('runlocal')
