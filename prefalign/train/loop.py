@@ -207,11 +207,22 @@ class Preempted(Exception):
         f'saved in {directory}; rerun the same command to resume.')
 
 
+def _any_process(flag: bool) -> bool:
+  """True if ``flag`` is set in any process (a collective when there are
+  several, so that every process stops at the same step)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 class PreemptionGuard:
   """Turns SIGTERM (and SIGINT) into a request the loop honours between
   steps: it saves a checkpoint and raises ``Preempted`` instead of dying
-  mid-step. A second signal of the same kind gets the default behaviour.
-  Only the main thread can install handlers; elsewhere it does nothing."""
+  mid-step. With several processes the request is shared after every step,
+  so a signal to any of them stops all at the same step. A second signal of
+  the same kind gets the default behaviour. Only the main thread can
+  install handlers; elsewhere it does nothing."""
 
   SIGNALS = ('SIGTERM', 'SIGINT')
 
@@ -236,10 +247,12 @@ class PreemptionGuard:
                         step: int, num_steps: int) -> None:
     """After a step: if a signal came, checkpoint ``state`` and raise
     ``Preempted`` (unless the run just finished)."""
-    if self.requested and step < num_steps:
-      ckpt.save(state)
-      ckpt.wait()
-      raise Preempted(step, self.requested, ckpt.directory)
+    if step >= num_steps or not _any_process(bool(self.requested)):
+      return
+    ckpt.save(state)
+    ckpt.wait()
+    raise Preempted(step, self.requested or 'SIGTERM (to another process)',
+                    ckpt.directory)
 
   def restore(self) -> None:
     for sig, old in self._old.items():

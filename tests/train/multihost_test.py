@@ -8,9 +8,11 @@ and end where one process with the same 8 devices and global batch ends.
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -33,9 +35,13 @@ from tests.train.conftest import tiny_config
 files = {{'train': {train!r}, 'eval': {eval!r}}}
 config = tiny_config(files, **{kwargs!r})
 losses = []
-out = loop.train_and_evaluate(
-    config, {workdir!r},
-    callback=lambda step, m: losses.append(float(m['mean_loss'])))
+try:
+  out = loop.train_and_evaluate(
+      config, {workdir!r},
+      callback=lambda step, m: losses.append(float(m['mean_loss'])))
+except loop.Preempted as e:
+  print('PREEMPTED', e.step, flush=True)
+  sys.exit(143)
 leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(out['params']))]
 np.savez({params!r}, *leaves)
 print('RESULT', json.dumps({{'process': jax.process_index(),
@@ -48,6 +54,23 @@ KWARGS = dict(num_steps=3, checkpoint_every=3, eval_every=3, batch_size=8,
               shuffle_buffer=1)
 
 
+def _start(scenario_files, tmp_path, kwargs):
+  port = _free_port()
+  root = pathlib.Path(__file__).resolve().parents[2]
+  env = dict(os.environ, PYTHONPATH=str(root))
+  env.pop('XLA_FLAGS', None)
+  procs = []
+  for pid in range(2):
+    code = _CHILD.format(port=port, pid=pid, train=scenario_files['train'],
+                         eval=scenario_files['eval'], kwargs=kwargs,
+                         workdir=str(tmp_path / 'multi'),
+                         params=str(tmp_path / f'params{pid}.npz'))
+    procs.append(subprocess.Popen(
+        [sys.executable, '-c', code], cwd=root, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  return procs
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -56,19 +79,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(scenario_files, tmp_path):
-  port = _free_port()
-  root = pathlib.Path(__file__).resolve().parents[2]
-  env = dict(os.environ, PYTHONPATH=str(root))
-  env.pop('XLA_FLAGS', None)
-  procs = []
-  for pid in range(2):
-    code = _CHILD.format(port=port, pid=pid, train=scenario_files['train'],
-                         eval=scenario_files['eval'], kwargs=KWARGS,
-                         workdir=str(tmp_path / 'multi'),
-                         params=str(tmp_path / f'params{pid}.npz'))
-    procs.append(subprocess.Popen(
-        [sys.executable, '-c', code], cwd=root, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  procs = _start(scenario_files, tmp_path, KWARGS)
   results = []
   for p in procs:
     out = p.communicate(timeout=900)[0]
@@ -101,3 +112,22 @@ def test_two_processes_train_like_one(scenario_files, tmp_path):
     for a, b in zip(theirs, mine):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5)
   assert (tmp_path / 'multi' / 'checkpoints' / '3').is_dir()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_step(scenario_files,
+                                                            tmp_path):
+  kwargs = dict(KWARGS, num_steps=40, checkpoint_every=40, eval_every=40)
+  procs = _start(scenario_files, tmp_path, kwargs)
+  log = tmp_path / 'multi' / 'metrics.jsonl'  # process 0 writes it
+  deadline = time.time() + 600
+  while not (log.exists() and '"train"' in log.read_text()):
+    assert all(p.poll() is None for p in procs)
+    assert time.time() < deadline
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], outs
+  stopped = [int(o.split('PREEMPTED ')[1].split()[0]) for o in outs]
+  assert stopped[0] == stopped[1] < kwargs['num_steps'], stopped
+  assert (tmp_path / 'multi' / 'checkpoints' / str(stopped[0])).is_dir()
