@@ -393,11 +393,10 @@ def _simulator(name: str, num_objects: int, model_config, key: str):
       from prefalign.integrations import waymax as wx  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ValueError(f'{key}=waymax: {e}') from e
-    return wx.WaymaxEnvironment(
-        wx.make_environment(
-            num_objects, dynamics_model=wx.AccelerationDynamics(
-                model_config.tokenizer.dynamics)),
-        dynamics=model_config.tokenizer.dynamics)
+    # WaymaxEnvironment takes its dynamics from AccelerationDynamics.
+    return wx.WaymaxEnvironment(wx.make_environment(
+        num_objects, dynamics_model=wx.AccelerationDynamics(
+            model_config.tokenizer.dynamics)))
   raise ValueError(f'{key}={name!r}: expected prefalign or waymax.')
 
 
