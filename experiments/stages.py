@@ -335,7 +335,8 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
       eval_every=p.eval_every, eval_batches=p.eval_batches,
       checkpoint_every=p.checkpoint_every,
       keep_checkpoints=p.keep_checkpoints,
-      unigram_batches=p.unigram_batches, init_from=p.init_from)
+      unigram_batches=p.unigram_batches, init_from=p.init_from,
+      skip_bad_records=config.data.skip_bad_records)
   out = workdir / 'pretrain'
   if (out / 'summary.json').exists():
     done = json.loads((out / 'summary.json').read_text())
@@ -343,14 +344,17 @@ def stage_pretrain(config, workdir: pathlib.Path) -> str:
       return f'{out / "summary.json"} exists (skipped)'
   result = train.train_and_evaluate(train_config, out)
   summary = {'step': result['step'], 'num_params': result['num_params'],
-             'eval': result['eval'], 'train': result['train']}
+             'eval': result['eval'], 'train': result['train'],
+             'data': result['data']}
   _write_json(out / 'summary.json', summary)
   evals = ', '.join(
       f'{name}: loss {m["loss"]:.3f} (unigram {m["unigram_loss"]:.3f}), '
       f'accuracy {m["accuracy"]:.3f}'
       for name, m in result['eval'].items() if 'loss' in m)
+  skipped = (f'{result["data"]["skipped"]} bad records skipped; '
+             if result['data']['skipped'] else '')
   return (f'{result["num_params"]:,} parameters, step {result["step"]}; '
-          f'{evals}; {out}')
+          f'{evals}; {skipped}{out}')
 
 
 def _load_model(config, workdir: pathlib.Path, sample_state,
@@ -410,10 +414,12 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
   if report_path.exists():
     return f'{report_path} exists (skipped)'
   out.mkdir(parents=True, exist_ok=True)
+  # A submission must hold every sim agent: refuse scenarios with more.
   reader = womd.ReaderConfig(
       max_num_objects=e.max_num_objects,
       max_roadgraph_points=config.data.max_roadgraph_points,
-      max_traffic_lights=config.data.max_traffic_lights)
+      max_traffic_lights=config.data.max_traffic_lights,
+      drop_sim_agents=not e.submission)
   sets = (_eval_sets(config, workdir, config.evaluate.eval_glob) or
           [('data', data_files(config, workdir))])
   first = next(womd.read_examples(sets[0][1], reader))
@@ -461,7 +467,8 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
                          'top_p': e.top_p},
             'submissions': exported,
             'sets': {k: {'aggregate': v['aggregate'],
-                         'per_scenario': v['per_scenario']}
+                         'per_scenario': v['per_scenario'],
+                         'data': v['data']}
                      for k, v in results.items()}}
   (out / 'report.md').write_text(evaluation.markdown_report(
       results, f'WOSAC evaluation of {ckpt}'))
@@ -473,7 +480,10 @@ def stage_evaluate(config, workdir: pathlib.Path) -> str:
                  + (f', constant velocity '
                     f'{agg["constant_velocity"]["metametric"]:.4f}, log '
                     f'replay {agg["log_replay"]["metametric"]:.4f}'
-                    if 'log_replay' in agg else ''))
+                    if 'log_replay' in agg else '')
+                 + (f' ({res["data"]["dropped_sim_agents"]} sim agents '
+                    f'beyond max_num_objects={e.max_num_objects} not scored)'
+                    if res['data']['dropped_sim_agents'] else ''))
   return '; '.join(parts) + f'; {out / "report.md"}'
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
@@ -71,8 +72,11 @@ def evaluate_files(
 
   Returns:
     {'aggregate': {challenge: {policy: dataset metrics}}, 'per_scenario':
-    [{'scenario_id', challenge: {policy: metrics}}], 'kept': [(scenario_id,
-    state, Trajectory (R, N, 80))]}.
+    [{'scenario_id', challenge: {policy: metrics}, and 'dropped_sim_agents'
+    where ``reader.max_num_objects`` left some out}], 'kept': [(scenario_id,
+    state, Trajectory (R, N, 80))], 'data': ``womd.ReadStats.summary()``}.
+    Pass ``reader=ReaderConfig(drop_sim_agents=False)`` to refuse such
+    scenarios instead.
   """
   configs = {c: wosac.get_config(c) for c in challenges}
   sample, metric, references = _compiled(
@@ -80,7 +84,9 @@ def evaluate_files(
       tuple(challenges), baselines, env)
   root = jax.random.key(seed)
   per_scenario, kept = [], []
-  examples: Iterable = womd.read_examples(list(patterns), reader)
+  stats = womd.ReadStats()
+  examples: Iterable = womd.read_examples(list(patterns), reader,
+                                          stats=stats)
   if max_scenarios:
     examples = itertools.islice(examples, max_scenarios)
   for i, ex in enumerate(tqdm.tqdm(examples, desc='evaluate', unit='scenario',
@@ -94,6 +100,8 @@ def evaluate_files(
     if on_rollouts is not None:
       on_rollouts(ex, jax.device_get(sims['model']))
     row = {'scenario_id': ex.scenario_id}
+    if ex.num_dropped_sim_agents:  # scored without them: say so
+      row['dropped_sim_agents'] = ex.num_dropped_sim_agents
     scores = {name: jax.device_get(metric(ex.state, traj))
               for name, traj in sims.items()}
     for c in configs:
@@ -112,8 +120,14 @@ def evaluate_files(
       c: {name: wosac.aggregate([r[c][name] for r in per_scenario], config)
           for name in per_scenario[0][c]}
       for c, config in configs.items()}
+  if stats.num_dropped_sim_agents:
+    logging.warning(
+        'evaluate: %d sim agents of %d scenarios were beyond '
+        'reader.max_num_objects=%s and are not in the metric (WOSAC scores '
+        'up to 128)', stats.num_dropped_sim_agents, stats.num_truncated,
+        reader.max_num_objects)
   return {'aggregate': aggregate, 'per_scenario': per_scenario,
-          'kept': kept}
+          'kept': kept, 'data': stats.summary()}
 
 
 @functools.lru_cache(maxsize=4)

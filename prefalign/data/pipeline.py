@@ -120,6 +120,8 @@ def scenarios(
     if config.shuffle:
       np.random.default_rng(config.seed + epoch).shuffle(order)
     stream = _convert(order, config, stats, split_records)
+    if config.num_epochs is None:  # an endless stream must yield something
+      stream = _nonempty(stream, paths, stats)
     if filter_fn is not None:
       stream = (ex for ex in stream if filter_fn(ex))
     if config.shuffle and config.shuffle_buffer > 1:
@@ -138,13 +140,28 @@ def _convert(paths, config, stats, split_records):
     if split_records and not mine:
       continue
     try:
-      yield womd.state_from_scenario(scenario, config.reader, path=path,
-                                     record=index)
+      ex = womd.state_from_scenario(scenario, config.reader, path=path,
+                                    record=index)
     except womd.DataError as e:
       if not config.skip_bad_records:
         raise
       stats.num_read -= 1
       stats.skip(e)
+      continue
+    stats.count(ex)
+    yield ex
+
+
+def _nonempty(stream, paths, stats):
+  empty = True
+  for ex in stream:
+    empty = False
+    yield ex
+  if empty:
+    first = f'; first: {stats.errors[0]}' if stats.errors else ''
+    raise ValueError(
+        f'no usable scenario in {len(paths)} file(s) {paths[:3]} for this '
+        f'process ({stats.num_skipped} bad records skipped{first})')
 
 
 def shuffle(stream: Iterable, size: int,

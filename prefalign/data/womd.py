@@ -81,6 +81,12 @@ class ReaderConfig:
     min_valid_objects: fewest objects valid at the current step.
     max_abs_coordinate: valid positions beyond this many metres are an error
       (float32 keeps about 6 cm of precision at 1e6 m).
+    drop_sim_agents: with more tracks than ``max_num_objects`` the nearest
+      ones (SDC, tracks to predict and objects of interest first) are kept
+      and the others dropped and counted (``ScenarioExample.num_dropped_*``,
+      ``ReadStats``). False: dropping a sim agent (a track valid at the
+      current step, which WOSAC scores) is an error instead, so a realism
+      number is never computed over a subset of a scenario's agents.
   """
   max_num_objects: Optional[int] = 128
   max_roadgraph_points: Optional[int] = 30_000
@@ -89,6 +95,7 @@ class ReaderConfig:
   require_roadgraph: bool = True
   min_valid_objects: int = 1
   max_abs_coordinate: float = 1e6
+  drop_sim_agents: bool = True
 
 
 @dataclasses.dataclass
@@ -100,18 +107,48 @@ class ScenarioExample:
   record: Optional[int] = None
   # Index of each state row in the Scenario's ``tracks`` (-1 for padding).
   track_index: Optional[np.ndarray] = None
+  # Tracks, and sim agents among them, left out by ``max_num_objects``.
+  num_dropped_objects: int = 0
+  num_dropped_sim_agents: int = 0
 
 
 @dataclasses.dataclass
 class ReadStats:
-  """Counts of what a read kept and skipped."""
+  """Counts of what a read kept and skipped.
+
+  Attributes:
+    num_read: scenarios read (and converted, where converting).
+    num_skipped: bad records skipped (``skip_bad_records``).
+    errors: the message of each skipped record, naming file and record.
+    num_truncated: converted scenarios with tracks beyond
+      ``max_num_objects``.
+    num_dropped_objects: tracks left out of those scenarios.
+    num_dropped_sim_agents: of which valid at the current step.
+  """
   num_read: int = 0
   num_skipped: int = 0
   errors: list[str] = dataclasses.field(default_factory=list)
+  num_truncated: int = 0
+  num_dropped_objects: int = 0
+  num_dropped_sim_agents: int = 0
 
   def skip(self, err: Exception) -> None:
     self.num_skipped += 1
     self.errors.append(str(err))
+
+  def count(self, example: 'ScenarioExample') -> None:
+    """Adds a converted scenario's dropped tracks."""
+    if example.num_dropped_objects:
+      self.num_truncated += 1
+      self.num_dropped_objects += example.num_dropped_objects
+      self.num_dropped_sim_agents += example.num_dropped_sim_agents
+
+  def summary(self) -> dict:
+    """The counts as JSON-able numbers (the first 5 errors)."""
+    return {'read': self.num_read, 'skipped': self.num_skipped,
+            'errors': self.errors[:5], 'truncated': self.num_truncated,
+            'dropped_objects': self.num_dropped_objects,
+            'dropped_sim_agents': self.num_dropped_sim_agents}
 
 
 # ---------------------------------------------------------------------------
@@ -406,6 +443,14 @@ def state_from_scenario(
   priority[ttp] = 1
   keep = _select_objects(tracks, sdc, priority, current,
                          config.max_num_objects)
+  dropped = np.ones(num_tracks, bool)
+  dropped[keep] = False
+  num_dropped_agents = int((dropped & valid[:, current]).sum())
+  if num_dropped_agents and not config.drop_sim_agents:
+    fail(f'{num_valid_now} objects are valid at the current step {current}, '
+         f'more than max_num_objects={config.max_num_objects}: '
+         f'{num_dropped_agents} sim agents would be left out of the metric; '
+         'raise max_num_objects (WOSAC: 128) or set drop_sim_agents=True')
   n = len(keep) if config.max_num_objects is None else config.max_num_objects
 
   # --- trajectory -----------------------------------------------------------
@@ -498,7 +543,9 @@ def state_from_scenario(
   return ScenarioExample(
       state=state, scenario_id=sid,
       path=None if path is None else os.fspath(path), record=record,
-      track_index=_pad(keep, n, 0, -1))
+      track_index=_pad(keep, n, 0, -1),
+      num_dropped_objects=int(dropped.sum()),
+      num_dropped_sim_agents=num_dropped_agents)
 
 
 # ---------------------------------------------------------------------------
@@ -706,12 +753,15 @@ def read_examples(
   for path, index, scenario in read_scenarios(
       paths, skip_bad_records=skip_bad_records, stats=stats):
     try:
-      yield state_from_scenario(scenario, config, path=path, record=index)
+      ex = state_from_scenario(scenario, config, path=path, record=index)
     except DataError as e:
       if not skip_bad_records:
         raise
       stats.num_read -= 1
       stats.skip(e)
+      continue
+    stats.count(ex)
+    yield ex
 
 
 _TYPE_NAMES = {1: 'vehicle', 2: 'pedestrian', 3: 'cyclist', 4: 'other',

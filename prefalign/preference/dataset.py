@@ -216,6 +216,48 @@ def _check_meta(directory: pathlib.Path, meta: dict) -> None:
         'or remove it')
 
 
+def _differences(old, new, prefix: str = '') -> list[str]:
+  """Dotted keys whose values differ between two JSON-like trees."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new)):
+      out += _differences(old.get(k), new.get(k), f'{prefix}{k}.')
+    return out
+  return [] if old == new else [f'{prefix[:-1]} ({old!r} vs {new!r})']
+
+
+def check_model(directory: os.PathLike,
+                model_config: motion_lm.ModelConfig) -> None:
+  """Refuses preference data collected with another model config.
+
+  A record stores token ids of the collecting model's tokenizer, and its
+  pairs were ranked from that model's rollouts: read by another model the
+  ids mean other motions (or index past the vocabulary). The collection's
+  ``meta.json`` names its model config.
+
+  Raises:
+    ValueError: naming the directory and each differing config key, or the
+      missing meta.json.
+  """
+  path = pathlib.Path(directory) / 'meta.json'
+  if not path.exists():
+    raise ValueError(
+        f'{path} is missing: the preference shards in {directory} cannot be '
+        'matched to a model config (collect writes it); collect them again')
+  try:
+    stored = json.loads(path.read_text()).get('model')
+  except (json.JSONDecodeError, AttributeError) as e:
+    raise ValueError(f'{path}: not a collection meta.json ({e})') from None
+  want = _meta(dataclasses.asdict(model_config))
+  diffs = _differences(stored, want)
+  if diffs:
+    raise ValueError(
+        f'{directory}: preference shards collected with a different model '
+        f'config (stored vs this run): {"; ".join(diffs[:6])}'
+        f'{" ..." if len(diffs) > 6 else ""}. Align the model that collected '
+        'them, or collect again with this one')
+
+
 def collect(params, model_config: motion_lm.ModelConfig,
             examples: Iterable[womd.ScenarioExample],
             directory: os.PathLike, *,
@@ -454,6 +496,15 @@ def training_example(rec: PreferenceRecord, state: datatypes.SimulatorState,
     sequences repeat the first; padding pairs are (0, 0) and not valid.
   """
   u, p = rec.sequences.shape[0], rec.pairs.shape[0]
+  vocab = config.tokenizer.vocab_size
+  if rec.sequences.size and (rec.sequences.min() < 0 or
+                             rec.sequences.max() >= vocab):
+    raise tfrecord.DataError(
+        f'token ids {int(rec.sequences.min())}..'
+        f'{int(rec.sequences.max())} outside the vocabulary [0, {vocab}) of '
+        'this model (collected with another tokenizer?)',
+        path=rec.source or None, record=rec.record,
+        scenario_id=rec.scenario_id)
   if u > num_sequences or p > num_pairs:
     raise ValueError(
         f'{rec.scenario_id}: {u} sequences / {p} pairs do not fit the '

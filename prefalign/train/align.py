@@ -150,6 +150,10 @@ def check_config(config: AlignConfig, mesh) -> None:
     if not list(pathlib.Path(d).glob('preferences-*.tfrecord')):
       raise ValueError(f'preference_dirs: {d} holds no preference shards '
                        '(preferences-*.tfrecord); run the collect stage')
+    try:
+      dataset.check_model(d, config.model)
+    except ValueError as e:
+      raise ValueError(f'preference_dirs: {e}') from None
   if not config.init_from:
     raise ValueError('init_from is empty: alignment starts from the '
                      'pre-trained checkpoint')
@@ -195,6 +199,7 @@ def split_records(config: AlignConfig
   """
   train, heldout = [], []
   for d in config.preference_dirs:
+    dataset.check_model(d, config.model)
     for rec in dataset.read_records(d):
       if is_heldout(rec.scenario_id, config.heldout_fraction):
         heldout.append(_pairs(rec, config.eval_pairs_from, config, True))

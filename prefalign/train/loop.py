@@ -77,6 +77,9 @@ class TrainConfig:
     init_from: a checkpoint directory whose parameters start a new run.
     num_devices: devices of the data mesh (None: all).
     progress: show a progress bar.
+    skip_bad_records: skip and count unreadable or unusable records (their
+      file, record and reason go to the log and the result's 'data')
+      instead of stopping at the first one.
   """
   train_files: tuple[str, ...]
   eval_sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -96,6 +99,7 @@ class TrainConfig:
   init_from: str = ''
   num_devices: Optional[int] = None
   progress: bool = True
+  skip_bad_records: bool = False
 
 
 def check_config(config: TrainConfig, mesh) -> None:
@@ -127,17 +131,19 @@ def _pipeline_config(config: TrainConfig, *, train: bool):
       shuffle_buffer=config.shuffle_buffer if train else 1,
       seed=config.seed, num_epochs=None if train else 1,
       process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(),
+      skip_bad_records=config.skip_bad_records)
 
 
 def _local_batches(patterns, config: TrainConfig, *, train: bool,
-                   skip_batches: int = 0, with_ids: bool = False
-                   ) -> Iterator[Any]:
+                   skip_batches: int = 0, with_ids: bool = False,
+                   stats: Optional[womd.ReadStats] = None) -> Iterator[Any]:
   """This process's rows of every global batch, as numpy states (with
   ``with_ids``: ``(state, scenario ids)`` pairs)."""
   local = config.batch_size // jax.process_count()
   examples = pipeline.scenarios(list(patterns),
-                                _pipeline_config(config, train=train))
+                                _pipeline_config(config, train=train),
+                                stats=stats)
   # Resuming replays the data order up to the checkpoint: skipping converted
   # examples costs host time (a few ms each) but keeps the order exactly a
   # function of (seed, step).
@@ -149,10 +155,12 @@ def _local_batches(patterns, config: TrainConfig, *, train: bool,
     yield (state, list(batch.scenario_ids)) if with_ids else state
 
 
-def _pad_batch(state: datatypes.SimulatorState, size: int):
-  """Repeats the first row with every object invalid (adds no token)."""
+def _pad_batch(state: datatypes.SimulatorState, size: int, like=None):
+  """Repeats the first row (of ``like`` if given) with every object invalid
+  (adds no token)."""
   n = jax.tree.leaves(state)[0].shape[0]
-  filler = jax.tree.map(lambda a: np.repeat(a[:1], size - n, 0), state)
+  first = state if like is None else like
+  filler = jax.tree.map(lambda a: np.repeat(a[:1], size - n, 0), first)
   filler = filler.replace(
       log_trajectory=filler.log_trajectory.replace(
           valid=np.zeros_like(filler.log_trajectory.valid)))
@@ -205,6 +213,22 @@ class Preempted(Exception):
     super().__init__(
         f'{signal_name} received: stopped after step {step}, checkpoint '
         f'saved in {directory}; rerun the same command to resume.')
+
+
+def _in_lockstep(batches: Iterator[Any], no_tokens) -> Iterator[Any]:
+  """This process's batches until no process has one left.
+
+  Processes read different files, so their shares of a held-out set can
+  differ in length; one whose share ran out feeds ``no_tokens`` (a batch
+  that adds nothing to the sums) so that every process joins every
+  collective evaluation step.
+  """
+  it = iter(batches)
+  while True:
+    local = next(it, None)
+    if not _any_process(local is not None):
+      return
+    yield no_tokens if local is None else local
 
 
 def _any_process(flag: bool) -> bool:
@@ -328,7 +352,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
 
   Returns:
     {'step', 'num_params', 'eval': {set name: metrics}, 'train': last
-    training metrics}.
+    training metrics, 'params', 'data': this run's reading of the training
+    files (``womd.ReadStats.summary``: records read and skipped, tracks
+    dropped by ``reader.max_num_objects``)}.
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -337,6 +363,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
 
   tx = steps.make_optimizer(config.optimizer)
   sample = next(_local_batches(config.train_files, config, train=False))
+  # What a process whose held-out share ran out feeds while others evaluate.
+  no_tokens = _pad_batch(jax.tree.map(lambda a: a[:0], sample),
+                         config.batch_size // jax.process_count(), like=sample)
   sample = jax.tree.map(
       lambda a: np.zeros((config.batch_size,) + a.shape[1:], a.dtype), sample)
   init = _init_fn(config, sample, tx)
@@ -387,9 +416,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
     results = {}
     for name, patterns in config.eval_sets:
       total = None
-      batches = _local_batches(patterns, config, train=False)
+      read = womd.ReadStats()
+      batches = _local_batches(patterns, config, train=False, stats=read)
       if config.eval_batches:
         batches = itertools.islice(batches, config.eval_batches)
+      batches = _in_lockstep(batches, no_tokens)
       for local in batches:
         sums = eval_fn(state.params, parallel.shard_batch(local, mesh),
                        unigram)
@@ -398,13 +429,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
         continue
       values = _summarise({k: float(v) for k, v in
                            jax.device_get(total).items()})
+      if read.num_skipped:
+        values['skipped_records'] = float(read.num_skipped)
       writer.write(step, f'eval/{name}', values)
       results[name] = values
     return results
 
+  data_stats = womd.ReadStats()
   batches = pipeline.prefetch(
       _local_batches(config.train_files, config, train=True,
-                     skip_batches=start, with_ids=True), size=2)
+                     skip_batches=start, with_ids=True, stats=data_stats),
+      size=2)
+  num_skipped = 0
   last_train: dict[str, float] = {}
   results: dict[str, dict[str, float]] = {}
   window = None
@@ -435,6 +471,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
             tokens_per_second=host['count'] / elapsed)
         check_finite(last_train, done)
         writer.write(done, 'train', last_train)
+        if data_stats.num_skipped > num_skipped:
+          for err in data_stats.errors[num_skipped:]:
+            print(f'skipped a bad record: {err}', flush=True)
+          num_skipped = data_stats.num_skipped
+          writer.write(done, 'data', {'skipped_records': float(num_skipped)})
         bar.set_postfix(loss=f'{last_train.get("loss", 0):.3f}')
         window, t0, n0 = None, time.perf_counter(), done
       bar.update(1)
@@ -453,4 +494,5 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
   if start >= config.num_steps:
     results = evaluate(start)
   return {'step': int(jax.device_get(state.step)), 'num_params': num_params,
-          'eval': results, 'train': last_train, 'params': state.params}
+          'eval': results, 'train': last_train, 'params': state.params,
+          'data': data_stats.summary()}

@@ -20,7 +20,7 @@ import pytest
 
 from prefalign.train import loop
 
-from tests.train.conftest import tiny_config  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.train.conftest import tiny_config, write_scenarios  # noqa: E402  pylint: disable=g-bad-import-order
 
 _CHILD = '''
 import json, os, sys
@@ -47,7 +47,8 @@ np.savez({params!r}, *leaves)
 print('RESULT', json.dumps({{'process': jax.process_index(),
                              'count': jax.process_count(),
                              'devices': jax.device_count(),
-                             'losses': losses}}), flush=True)
+                             'losses': losses, 'eval': out['eval']}}),
+      flush=True)
 '''
 
 KWARGS = dict(num_steps=3, checkpoint_every=3, eval_every=3, batch_size=8,
@@ -79,7 +80,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(scenario_files, tmp_path):
-  procs = _start(scenario_files, tmp_path, KWARGS)
+  # Two held-out files of 8 and 3 scenarios: each process reads one, so
+  # their shares differ (2 local batches and 1); evaluation must still end
+  # in step and count every token once.
+  short = write_scenarios(tmp_path / 'eval3.tfrecord', 3, 2)
+  kwargs = dict(KWARGS, eval_batches=0,
+                eval_sets=(('eval', (scenario_files['eval'], short)),))
+  procs = _start(scenario_files, tmp_path, kwargs)
   results = []
   for p in procs:
     out = p.communicate(timeout=900)[0]
@@ -94,11 +101,15 @@ def test_two_processes_train_like_one(scenario_files, tmp_path):
 
   single_losses = []
   single = loop.train_and_evaluate(
-      tiny_config(scenario_files, **KWARGS), tmp_path / 'single',
+      tiny_config(scenario_files, **kwargs), tmp_path / 'single',
       callback=lambda step, m: single_losses.append(float(m['mean_loss'])))
   assert jax.device_count() == 8
   # The same global batches: the same losses, up to summation order.
   np.testing.assert_allclose(results[0]['losses'], single_losses, rtol=1e-5)
+  for r in results:  # every held-out token counted once, in both runs
+    assert r['eval']['eval']['tokens'] == single['eval']['eval']['tokens'] > 0
+    np.testing.assert_allclose(r['eval']['eval']['loss'],
+                               single['eval']['eval']['loss'], rtol=1e-5)
   mine = [np.asarray(x)
           for x in jax.tree.leaves(jax.device_get(single['params']))]
   for pid in range(2):
