@@ -5,9 +5,10 @@ with the default ~1M-parameter model, one scenario per jitted call, and
 reports after compilation (compile time separately): seconds per scenario
 and agent-steps per second (32 x 128 x 80 per scenario). The weights do not
 change the work, so fresh ones are used unless ``--checkpoint`` is given.
-The FLOP floor is XLA's own count of the compiled sampler's floating-point
-operations divided by the device's peak (``--peak_gflops``; for this CPU
-the AVX2 FMA peak of its cores). Scenarios: the shared real WOMD ones when
+The FLOP floor is the sampler's floating-point operations, counted on its
+jaxpr with the token loop unrolled (``_flops.py``; XLA's cost analysis
+counts a loop body once), divided by the device's peak (``--peak_gflops``;
+for this CPU the AVX2 FMA peak of its cores). Scenarios: the shared real WOMD ones when
 present (128 rows each), else SUMO.
 
 ``--envs`` times the same sampler stepping other environments on the same
@@ -35,6 +36,7 @@ import time
 import jax
 import numpy as np
 
+import _flops  # this folder
 import _shared  # this folder
 from prefalign import datatypes
 from prefalign import rollout
@@ -109,15 +111,16 @@ def main():
       'steps': datatypes.NUM_SIM_STEPS, 'environments': {},
   }
   for name in args.envs.split(','):
-    sample = jax.jit(functools.partial(
+    fn = functools.partial(
         rollout.sample_rollouts, config=config, num_rollouts=args.rollouts,
-        env=_environment(name, rows)))
+        env=_environment(name, rows))
+    sample = jax.jit(fn)
     t0 = time.perf_counter()
     compiled = sample.lower(params, one, jax.random.key(0)).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+    # Counted on the jaxpr, token loop unrolled (XLA's cost analysis counts
+    # the scan body once).
+    flops = _flops.count(fn, params, one, jax.random.key(0))['total']
     times = []
     for i, state in enumerate([one] + states):
       t0 = time.perf_counter()
