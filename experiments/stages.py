@@ -1016,7 +1016,9 @@ def stage_report(config, workdir: pathlib.Path) -> str:
                   f'{v["config"]["num_steps"]} steps'
                   for m, v in runs.items() if m in methods) + '.',
       f'Realism: WOSAC 2025 meta-metric, {config.compare.num_rollouts} '
-      f'rollouts per scenario, {config.compare.max_num_objects} object rows.',
+      f'rollouts per scenario, {config.compare.max_num_objects} object rows '
+      '(the SDC, the tracks to predict and the nearest others; agents beyond '
+      'them are neither simulated nor scored).',
       'The budget is whatever the config gives (the demo: sized for a '
       '2-core CPU in about 15 minutes); differences whose confidence '
       'interval spans 0 are not effects. BENCHMARKS.md ("Alignment") has a '

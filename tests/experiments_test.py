@@ -169,7 +169,9 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   config.pretrain.checkpoint_every = 2
   config.evaluate.num_rollouts = 2
   config.evaluate.max_scenarios = 1
-  config.evaluate.max_num_objects = 16
+  # A submission holds every sim agent (19 in this scenario): 16 rows are
+  # refused (tests/bad_input_test.py), 32 hold them all.
+  config.evaluate.max_num_objects = 32
   config.evaluate.submission = True
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
@@ -179,6 +181,7 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
       str(tmp_path / 'evaluate' / 'sumo_heldout_submission.binproto')))
   assert len(exported) == 1
   report = json.loads((tmp_path / 'evaluate' / 'report.json').read_text())
+  assert report['sets']['sumo_heldout']['data']['dropped_sim_agents'] == 0
   agg = report['sets']['sumo_heldout']['aggregate']
   assert set(agg) == {'2024', '2025'}
   for challenge in agg.values():
