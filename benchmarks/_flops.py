@@ -4,7 +4,10 @@ XLA's ``compiled.cost_analysis()`` counts the body of a ``while`` loop once,
 whatever its trip count: a ``lax.scan`` over the sampler's 16 token steps
 or the Sinkhorn iterations would be undercounted 16x or more. This walks
 the jaxpr instead and multiplies a ``scan`` body by its length and a
-``while`` body by ``while_trips`` (a measured count; 1 gives a lower bound).
+``while`` body by ``while_trips`` (a measured count; 1 gives a lower bound)
+and takes the cheapest branch of a ``cond`` (a fallback branch, such as an
+exhaustive search taken only when a pruned one cannot certify its answer,
+would otherwise dominate the count): the counts are lower bounds.
 
 Counted: matrix products (``dot_general``: 2 x batch x M x N x K, the
 convention of model FLOP utilisation, backward included when the jaxpr
@@ -69,7 +72,7 @@ def count_jaxpr(jaxpr, while_trips: float = 1.0) -> dict[str, float]:
       add(count_jaxpr(eqn.params['cond_jaxpr'], while_trips), while_trips)
     elif name == 'cond':
       branches = [count_jaxpr(b, while_trips) for b in eqn.params['branches']]
-      add(max(branches, key=lambda c: sum(c.values())))
+      add(min(branches, key=lambda c: sum(c.values())))
     elif _sub_jaxprs(eqn):
       for sub in _sub_jaxprs(eqn):
         add(count_jaxpr(sub, while_trips))

@@ -32,6 +32,10 @@ def test_flops_unrolls_loops_and_counts_backward():
   counts = _flops.count(loop, x, while_trips=5)
   assert counts['matmul'] == 5 * one
   assert counts['transcendental'] == 5 * 64 * 32  # tanh
+  # A cond counts its cheapest branch (a floor is a lower bound).
+  branchy = lambda h: jax.lax.cond(h[0, 0] > 0, lambda h: h @ w,
+                                   lambda h: (h @ w) @ w, h)
+  assert _flops.count(branchy, x)['matmul'] == one
   # Forward and backward: dL/dw and dL/dx are two more products.
   grad = jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w)))
   assert _flops.count(grad, w)['matmul'] == 2 * one
