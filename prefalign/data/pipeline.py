@@ -139,17 +139,11 @@ def _convert(paths, config, stats, split_records):
     count += 1
     if split_records and not mine:
       continue
-    try:
-      ex = womd.state_from_scenario(scenario, config.reader, path=path,
-                                    record=index)
-    except womd.DataError as e:
-      if not config.skip_bad_records:
-        raise
-      stats.num_read -= 1
-      stats.skip(e)
-      continue
-    stats.count(ex)
-    yield ex
+    ex = womd.convert_counted(scenario, config.reader, stats, path=path,
+                              record=index,
+                              skip_bad_records=config.skip_bad_records)
+    if ex is not None:
+      yield ex
 
 
 def _nonempty(stream, paths, stats):

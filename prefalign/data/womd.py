@@ -752,16 +752,30 @@ def read_examples(
   stats = stats if stats is not None else ReadStats()
   for path, index, scenario in read_scenarios(
       paths, skip_bad_records=skip_bad_records, stats=stats):
-    try:
-      ex = state_from_scenario(scenario, config, path=path, record=index)
-    except DataError as e:
-      if not skip_bad_records:
-        raise
-      stats.num_read -= 1
-      stats.skip(e)
-      continue
-    stats.count(ex)
-    yield ex
+    ex = convert_counted(scenario, config, stats, path=path, record=index,
+                         skip_bad_records=skip_bad_records)
+    if ex is not None:
+      yield ex
+
+
+def convert_counted(scenario: scenario_pb2.Scenario, config: ReaderConfig,
+                    stats: ReadStats, *, path: Optional[PathLike] = None,
+                    record: Optional[int] = None,
+                    skip_bad_records: bool = False
+                    ) -> Optional[ScenarioExample]:
+  """``state_from_scenario`` of a scenario ``stats`` counted as read; its
+  dropped tracks are added to ``stats``. With ``skip_bad_records`` an
+  unusable scenario is counted as skipped instead and gives None."""
+  try:
+    ex = state_from_scenario(scenario, config, path=path, record=record)
+  except DataError as e:
+    if not skip_bad_records:
+      raise
+    stats.num_read -= 1
+    stats.skip(e)
+    return None
+  stats.count(ex)
+  return ex
 
 
 _TYPE_NAMES = {1: 'vehicle', 2: 'pedestrian', 3: 'cyclist', 4: 'other',

@@ -155,15 +155,18 @@ def _local_batches(patterns, config: TrainConfig, *, train: bool,
     yield (state, list(batch.scenario_ids)) if with_ids else state
 
 
-def _pad_batch(state: datatypes.SimulatorState, size: int, like=None):
-  """Repeats the first row (of ``like`` if given) with every object invalid
-  (adds no token)."""
+def _no_token_rows(state: datatypes.SimulatorState, count: int):
+  """``count`` copies of the first row with every object invalid (they add
+  no token)."""
+  rows = jax.tree.map(lambda a: np.repeat(a[:1], count, 0), state)
+  return rows.replace(log_trajectory=rows.log_trajectory.replace(
+      valid=np.zeros_like(rows.log_trajectory.valid)))
+
+
+def _pad_batch(state: datatypes.SimulatorState, size: int):
+  """Pads ``state`` to ``size`` rows that add no token."""
   n = jax.tree.leaves(state)[0].shape[0]
-  first = state if like is None else like
-  filler = jax.tree.map(lambda a: np.repeat(a[:1], size - n, 0), first)
-  filler = filler.replace(
-      log_trajectory=filler.log_trajectory.replace(
-          valid=np.zeros_like(filler.log_trajectory.valid)))
+  filler = _no_token_rows(state, size - n)
   return jax.tree.map(lambda a, b: np.concatenate([a, b]), state, filler)
 
 
@@ -364,8 +367,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
   tx = steps.make_optimizer(config.optimizer)
   sample = next(_local_batches(config.train_files, config, train=False))
   # What a process whose held-out share ran out feeds while others evaluate.
-  no_tokens = _pad_batch(jax.tree.map(lambda a: a[:0], sample),
-                         config.batch_size // jax.process_count(), like=sample)
+  no_tokens = _no_token_rows(sample, config.batch_size // jax.process_count())
   sample = jax.tree.map(
       lambda a: np.zeros((config.batch_size,) + a.shape[1:], a.dtype), sample)
   init = _init_fn(config, sample, tx)
