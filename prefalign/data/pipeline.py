@@ -209,22 +209,33 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
   """Runs ``iterator`` in a background thread, ``size`` items ahead.
 
   Reading and converting scenarios is host work; prefetching overlaps it with
-  device steps. Exceptions raised by the producer are re-raised here.
+  device steps. Exceptions raised by the producer are re-raised here. When the
+  consumer stops early (``close()``, an error, garbage collection) the thread
+  ends too: it never stays blocked on a full queue holding the iterator.
   """
   q: queue.Queue = queue.Queue(maxsize=max(1, size))
   stop = threading.Event()
 
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def produce():
     try:
       for item in iterator:
-        if stop.is_set():
+        if not put(item):
           return
-        q.put(item)
-      q.put(_END)
+      put(_END)
     except BaseException as e:  # pylint: disable=broad-except
-      q.put(e)
+      put(e)
 
-  thread = threading.Thread(target=produce, daemon=True)
+  thread = threading.Thread(target=produce, daemon=True,
+                            name='prefalign-prefetch')
   thread.start()
   try:
     while True:
@@ -236,3 +247,4 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
       yield item
   finally:
     stop.set()
+    thread.join(timeout=5.0)

@@ -442,6 +442,7 @@ def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
     real = realism(int(jax.device_get(state.step)))
   finally:
     preemption.restore()
+    batches.close()  # ends the reading thread
     bar.close()
     ckpt.close()
     writer.close()

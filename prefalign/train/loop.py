@@ -490,6 +490,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
       preemption.stop_if_requested(state, ckpt, done, config.num_steps)
   finally:
     preemption.restore()
+    batches.close()  # ends the reading thread
     bar.close()
     ckpt.close()
     writer.close()

@@ -1,5 +1,7 @@
 """Streaming, sharding, shuffling and batching of scenarios."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,28 @@ def test_skip_bad_records_in_pipeline(tmp_path):
   cfg = pipeline.PipelineConfig(reader=SMALL, skip_bad_records=True)
   assert _ids(pipeline.scenarios(str(path), cfg, stats=stats)) == ['ok']
   assert stats.num_skipped == 1
+
+
+def test_prefetch_thread_ends_when_the_consumer_stops():
+  """A consumer that stops early must not leave the producer blocked on a
+  full queue, holding the iterator (and its files) for the process's life."""
+  produced = []
+
+  def endless():
+    i = 0
+    while True:
+      produced.append(i)
+      yield i
+      i += 1
+
+  def producers():
+    return sum(t.name == 'prefalign-prefetch' and t.is_alive()
+               for t in threading.enumerate())
+
+  before = producers()
+  it = pipeline.prefetch(endless(), 2)
+  assert [next(it) for _ in range(3)] == [0, 1, 2]
+  assert producers() == before + 1
+  it.close()
+  assert producers() == before
+  assert len(produced) <= 3 + 2 + 1  # consumed + queue + one in hand
