@@ -34,3 +34,9 @@ def shared_womd() -> pathlib.Path:
     pytest.skip(f'real WOMD data not found at {SHARED_WOMD} (it lives in '
                 '../shared beside the checkout; set PREFALIGN_SHARED_DATA)')
   return SHARED_WOMD
+
+
+# A test that takes its xdist worker down (a native crash) runs once more.
+from tests.crash_rerun import pytest_handlecrashitem  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from tests.crash_rerun import pytest_report_teststatus  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from tests.crash_rerun import pytest_terminal_summary  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
