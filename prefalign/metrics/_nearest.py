@@ -20,6 +20,8 @@ surroundings), then per object and step among those.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -86,10 +88,41 @@ def top_k_lower(lb: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   return pos, left.min(-1).reshape(lb.shape[:-1])
 
 
+def object_pool(groups: jax.Array, group_valid: jax.Array,
+                seg_lo: jax.Array, seg_hi: jax.Array, seg_ok: jax.Array,
+                size: int) -> tuple[jax.Array, jax.Array]:
+  """Level 0: each object's ``size`` nearest segments over all its queries.
+
+  One box per object bounds every query of it (all rollouts and steps), so
+  the list is a certificate for all of them at once and the levels below
+  search it instead of the whole map.
+
+  Args:
+    groups: (O, G, M, D) query points; group_valid (O, G, M).
+    seg_lo, seg_hi: (S, D) segment boxes; seg_ok (S,).
+    size: static list length (< S).
+
+  Returns:
+    ``(pool (O, size) segment indices, threshold (O,))``: a segment outside
+    an object's pool is at least ``threshold`` from each of its queries.
+  """
+  o, _, _, d = groups.shape
+  flat = groups.reshape(o, -1, d)
+  ok = group_valid.reshape(o, -1)
+  nan = jnp.where(ok[..., None], flat, jnp.nan)
+  any_o = jnp.any(ok, axis=1)
+  lo = jnp.where(any_o[:, None], jnp.nanmin(nan, axis=1), 0.0)
+  hi = jnp.where(any_o[:, None], jnp.nanmax(nan, axis=1), 0.0)
+  lb = _box_gap(lo[:, None, :], hi[:, None, :], seg_lo, seg_hi)
+  return top_k_lower(jnp.where(seg_ok, lb, _INF), size)
+
+
 def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
                        seg_lo: jax.Array, seg_hi: jax.Array,
                        seg_ok: jax.Array, *, window: int = 40,
-                       k_window: int = 768, k_group: int = 128
+                       k_window: int = 768, k_group: int = 128,
+                       pool: Optional[jax.Array] = None,
+                       pool_threshold: Optional[jax.Array] = None
                        ) -> tuple[jax.Array, jax.Array]:
   """Candidate lists of nearest segments for grouped queries.
 
@@ -102,6 +135,9 @@ def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
       measured to; seg_ok (S,) validity.
     window: consecutive groups that share a first-level list.
     k_window, k_group: static list lengths of the two levels.
+    pool, pool_threshold: optional (O, S0) per-object segment indices and
+      (O,) their certificate (``object_pool``): the levels search the pool
+      instead of every segment.
 
   Returns:
     ``(cand (O, G, k) sorted segment indices, threshold (O, G))``: a segment
@@ -131,14 +167,24 @@ def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
   has_w = jnp.any(any_w, axis=2)
   lo_w = jnp.where(has_w[..., None], lo_w, 0.0)
   hi_w = jnp.where(has_w[..., None], hi_w, 0.0)
-  lb1 = _box_gap(lo_w[..., None, :], hi_w[..., None, :], seg_lo, seg_hi)
-  lb1 = jnp.where(seg_ok, lb1, _INF)  # (O, W, S)
+  if pool is None:
+    seg_box = (seg_lo, seg_hi, seg_ok)
+  else:  # (O, 1, S0, ...): each object's own pool
+    s = pool.shape[-1]
+    seg_box = tuple(a[pool][:, None] for a in (seg_lo, seg_hi, seg_ok))
+  lb1 = _box_gap(lo_w[..., None, :], hi_w[..., None, :], *seg_box[:2])
+  lb1 = jnp.where(seg_box[2], lb1, _INF)  # (O, W, S)
   k1 = min(k_window, s)
   if k1 < s:
-    pool, thr1 = top_k_lower(lb1, k1)  # (O, W, k1)
+    pos1, thr1 = top_k_lower(lb1, k1)  # (O, W, k1) positions
   else:
-    pool = jnp.broadcast_to(jnp.arange(s), (o, nw, s))
+    pos1 = jnp.broadcast_to(jnp.arange(s), (o, nw, s))
     thr1 = jnp.full((o, nw), _INF)
+  if pool is None:
+    pool = pos1
+  else:
+    pool = jnp.take_along_axis(pool[:, None, :], pos1, axis=-1)
+    thr1 = jnp.minimum(thr1, pool_threshold[:, None])
 
   # Level 2: each group against its window's list.
   p_lo, p_hi, p_ok = seg_lo[pool], seg_hi[pool], seg_ok[pool]  # (O, W, k1)

@@ -113,7 +113,7 @@ def distance_to_nearest_object(
     traj: datatypes.Trajectory, eval_index: jax.Array,
     corner_rounding_factor: float = geometry.CORNER_ROUNDING_FACTOR, *,
     num_candidates: int = 4,
-    redo_budget: int = 512,
+    redo_budget: int = 16,
     eval_mask: Optional[jax.Array] = None,
 ) -> jax.Array:
   """Signed distance from each evaluated object to its nearest valid object.
@@ -129,9 +129,10 @@ def distance_to_nearest_object(
     eval_index: int (E,) rows of the evaluated objects.
     corner_rounding_factor: box corner rounding (WOSAC: 0.7).
     num_candidates: static list length (0: always compare every pair).
-    redo_budget: uncertified (object, step) pairs redone against every box
-      before the whole call falls back to comparing every pair (static; on
-      real scenarios with 4 candidates at most about 15 are).
+    redo_budget: uncertified (object, step) pairs per index of the batch
+      axes (e.g. per rollout) redone against every box before the whole
+      call falls back to comparing every pair (static; on real scenarios
+      with 4 candidates about 5 per rollout are).
     eval_mask: bool (E,), False for padding slots of ``eval_index`` (they
       are returned as invalid and cost no search).
 
@@ -174,7 +175,7 @@ def distance_to_nearest_object(
   # up to a budget; beyond it the whole call is.
   unsure = (ev_valid & (best >= threshold)).reshape(-1)
   num_unsure = jnp.sum(unsure)
-  budget = min(redo_budget, unsure.shape[0])
+  budget = min(redo_budget * math.prod(traj.x.shape[:-2]), unsure.shape[0])
   (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
   t_len = boxes.shape[-2]
   e_len = eval_index.shape[0]
@@ -261,21 +262,24 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
                           wrap_all_closed: bool = False,
                           prune: bool = True,
-                          redo_budget: int = 1024,
+                          redo_budget: int = 64,
                           window: int = 40,
+                          pool_size: int = 1024,
                           eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
-  Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
-  group of corner points (one corner of one object at one step, over the
-  batch) searches a short, certified list of candidate segments instead of
-  the whole map (``metrics._nearest``); queries whose list cannot be
-  certified are redone by brute force, up to ``redo_budget``. Groups first
-  span the rollouts (cheapest when they stay close); past the budget the
-  search is redone with per-rollout groups (rollouts of a sampling policy
-  diverge), and only past that budget too does the whole call fall back to
-  brute force. The result is the same either way. Under ``vmap``
-  the fallback branch is evaluated too (``lax.cond`` becomes ``select``); use
+  Exactly WOSAC's road-edge distance. With ``prune`` (the default) the
+  queries are the four corners of one box at one step of one rollout (a
+  group a box wide, however far the rollouts of a sampling policy diverge),
+  and each group searches a short, certified list of candidate segments
+  instead of the whole map (``metrics._nearest``): each evaluated object
+  first keeps the ``pool_size`` segments nearest to everywhere it goes (all
+  rollouts and steps), windows of ``window`` steps narrow that down, and
+  each group scores its own shortlist. Queries whose list cannot be
+  certified (far from every edge) are redone by brute force, up to
+  ``redo_budget`` per rollout; past that the whole call falls back to
+  brute force. The result is the same either way. Under ``vmap`` the
+  fallback branch is evaluated too (``lax.cond`` becomes ``select``); use
   ``lax.map`` over scenarios to keep the fast path.
 
   Args:
@@ -285,10 +289,12 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     z_stretch: vertical weight of the nearest-segment search (WOSAC: 3).
     wrap_all_closed: see ``geometry.signed_distance_to_polylines``.
     prune: use the certified candidate search.
-    redo_budget: uncertified queries redone by brute force before the whole
-      call falls back to it (static).
-    window: consecutive groups that share a first-level candidate list
+    redo_budget: uncertified queries per rollout redone by brute force
+      before the whole call falls back to it (static).
+    window: consecutive steps that share a first-level candidate list
       (static).
+    pool_size: segments kept per evaluated object (static; every segment
+      when the map has fewer).
     eval_mask: bool (E,), False for padding slots of ``eval_index``.
 
   Returns:
@@ -314,8 +320,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   if not prune or roadgraph.num_points < 2:
     d = brute(None)
   else:
-    table = geometry._segment_table(  # pylint: disable=protected-access
-        roadgraph, mask, wrap_all_closed)
+    table = geometry.segment_table(roadgraph, mask, wrap_all_closed)
     # Distances are measured in a space with z stretched: the nearest segment
     # is the one nearest there (the magnitude returned is the 2-D distance).
     stretch = jnp.array([1.0, 1.0, z_stretch], jnp.float32)
@@ -324,7 +329,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
 
     def one_group(qs, idx):  # (M, 3) queries, (k,) candidates
       # Same arithmetic as the brute-force search, so near-ties break alike.
-      _, off = geometry._segment_offsets(  # pylint: disable=protected-access
+      _, off = geometry.segment_offsets(
           qs[:, None, :], table['start'][idx], table['vec'][idx])
       d2 = off[..., 0]**2 + off[..., 1]**2 + (z_stretch * off[..., 2])**2
       d2 = jnp.where(table['valid'][idx], d2, jnp.inf)
@@ -332,51 +337,40 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
       return idx[j], jnp.sqrt(best)
 
-    def search(pts_groups, valid, win):
-      """Certified search over (O, G, M, 3) groups; (signed, fits budget)."""
-      cand, threshold = _nearest.nearest_candidates(
-          pts_groups * stretch, valid, lo, hi, table['valid'], window=win)
-      nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
-      # Queries whose list is not certified (far from every edge, or in a
-      # group spread wide) are redone by brute force, up to a budget.
-      unsure = (valid & (best >= threshold[..., None])).reshape(-1)
-      num_unsure = jnp.sum(unsure)
-      budget = min(redo_budget, unsure.shape[0])
-      (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
-      q_flat = pts_groups.reshape(-1, 3)
-      signed = jax.vmap(
-          lambda q, i: geometry._signed_at(  # pylint: disable=protected-access
-              q, i, table))(q_flat, nearest.reshape(-1))
+    # Groups: the four corners of one box at one step of one rollout (a box
+    # wide however far the rollouts of a sampling policy diverge), per
+    # evaluated object over its rollouts and steps: (E, B * T, 4, 3).
+    groups = jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e, b * t, 4, 3)
+    valid = jnp.broadcast_to(jnp.transpose(ev.valid, (1, 0, 2))[..., None],
+                             (e, b, t, 4)).reshape(e, b * t, 4)
+    stretched = groups * stretch
+    pool = pool_threshold = None
+    if pool_size < lo.shape[0]:
+      pool, pool_threshold = _nearest.object_pool(
+          stretched, valid, lo, hi, table['valid'], pool_size)
+    cand, threshold = _nearest.nearest_candidates(
+        stretched, valid, lo, hi, table['valid'], window=min(window, t),
+        pool=pool, pool_threshold=pool_threshold)
+    nearest, best = jax.vmap(jax.vmap(one_group))(groups, cand)
+    # Queries whose list is not certified (far from every edge) are redone
+    # by brute force, up to a budget; past it the whole call is.
+    unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+    num_unsure = jnp.sum(unsure)
+    budget = min(redo_budget * b, unsure.shape[0])
+    (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+    q_flat = groups.reshape(-1, 3)
+
+    def fast(_):
+      signed = jax.vmap(lambda q, i: geometry.signed_at(q, i, table))(
+          q_flat, nearest.reshape(-1))
       again = _nearest.map_live(
-          lambda q: geometry._distance_one_point(  # pylint: disable=protected-access
-              q, table, z_stretch), q_flat[redo], num_unsure)
+          lambda q: geometry.distance_one_point(q, table, z_stretch),
+          q_flat[redo], num_unsure)
       keep = jnp.arange(budget) < num_unsure
       signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
-      return signed, num_unsure <= budget
+      return jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3))
 
-    # First, groups of one corner of one object at one step across the
-    # rollouts: rollouts that stay close share one list (cheapest).
-    across, ok = search(
-        jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3),
-        jnp.broadcast_to(jnp.moveaxis(ev.valid, 0, 2)[:, :, None, :],
-                         (e, t, 4, b)).reshape(e, t * 4, b), window)
-
-    def per_rollout(_):
-      # Rollouts that diverge (a learned policy's samples spread over tens
-      # of metres) leave those groups uncertified; groups of the four
-      # corners of one box at one step of one rollout stay a box wide.
-      signed, fits = search(
-          jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e * b, t, 4, 3),
-          jnp.broadcast_to(jnp.transpose(ev.valid, (1, 0, 2))[..., None],
-                           (e, b, t, 4)).reshape(e * b, t, 4), window)
-      return jax.lax.cond(
-          fits,
-          lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
-          brute, None)
-
-    d = jax.lax.cond(
-        ok, lambda _: jnp.transpose(across.reshape(e, t, 4, b), (3, 0, 1, 2)),
-        per_rollout, None)
+    d = jax.lax.cond(num_unsure <= budget, fast, brute, None)
     d = jnp.where(jnp.any(table['valid']), d, -_BIG)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)

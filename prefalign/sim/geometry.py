@@ -36,6 +36,10 @@ __all__ = [
     'signed_distance_between_boxes',
     'pairwise_signed_distance',
     'distance_to_nearest_object',
+    'segment_table',
+    'segment_offsets',
+    'signed_at',
+    'distance_one_point',
     'signed_distance_to_polylines',
     'signed_distance_to_road_edge',
 ]
@@ -384,7 +388,7 @@ def distance_to_nearest_object(
 # Road edges.
 
 
-def _segment_table(roadgraph: datatypes.RoadgraphPoints,
+def segment_table(roadgraph: datatypes.RoadgraphPoints,
                    mask: jax.Array,
                    wrap_all_closed: bool = False) -> dict[str, jax.Array]:
   """Per-segment data of one (unbatched) road graph; arrays (S,), S = P - 1.
@@ -434,7 +438,7 @@ def _side(q: jax.Array, start: jax.Array, vec: jax.Array) -> jax.Array:
   return jnp.sign(_cross(d[..., 0], d[..., 1], vec[..., 0], vec[..., 1]))
 
 
-def _segment_offsets(q: jax.Array, start: jax.Array, vec: jax.Array):
+def segment_offsets(q: jax.Array, start: jax.Array, vec: jax.Array):
   """(rel, off) of points q (..., 3) to segments (..., 3), WOSAC style.
 
   ``rel`` is the 2-D projection parameter; ``off`` the 3-D offset from the
@@ -449,11 +453,11 @@ def _segment_offsets(q: jax.Array, start: jax.Array, vec: jax.Array):
   return rel, off
 
 
-def _signed_at(q: jax.Array, i: jax.Array, table: dict[str, jax.Array]
+def signed_at(q: jax.Array, i: jax.Array, table: dict[str, jax.Array]
                ) -> jax.Array:
   """Signed 2-D distance of q (3,) to road-edge segment ``i`` (the nearest)."""
   start, vec = table['start'], table['vec']
-  rel_i, off = _segment_offsets(q, start[i], vec[i])
+  rel_i, off = segment_offsets(q, start[i], vec[i])
   n = _side(q, start[i], vec[i])
   j, k = table['prior'][i], table['next'][i]
   n_prior = _side(q, start[j], vec[j])
@@ -469,14 +473,14 @@ def _signed_at(q: jax.Array, i: jax.Array, table: dict[str, jax.Array]
   return sign * _safe_norm(off[..., :2])
 
 
-def _distance_one_point(q: jax.Array, table: dict[str, jax.Array],
+def distance_one_point(q: jax.Array, table: dict[str, jax.Array],
                         z_stretch: float) -> jax.Array:
   """Signed 2-D distance of one query point (3,) to the road edges."""
-  _, off = _segment_offsets(q, table['start'], table['vec'])
+  _, off = segment_offsets(q, table['start'], table['vec'])
   # Squared distances: same argmin, no sqrt over all segments.
   dist3 = off[:, 0]**2 + off[:, 1]**2 + (z_stretch * off[:, 2])**2
   dist3 = jnp.where(table['valid'], dist3, jnp.inf)
-  return _signed_at(q, jnp.argmin(dist3), table)
+  return signed_at(q, jnp.argmin(dist3), table)
 
 
 @jax.named_scope('geometry.signed_distance_to_polylines')
@@ -540,8 +544,8 @@ def signed_distance_to_polylines(
     return jnp.full(points.shape[:-1], empty_value, jnp.float32)
 
   def single(pts, rg, m):
-    table = _segment_table(rg, m, wrap_all_closed)
-    fn = lambda q: _distance_one_point(q, table, z_stretch)
+    table = segment_table(rg, m, wrap_all_closed)
+    fn = lambda q: distance_one_point(q, table, z_stretch)
     out = jax.lax.map(fn, pts, batch_size=min(query_chunk_size, num_q))
     return jnp.where(jnp.any(table['valid']), out, empty_value)
 

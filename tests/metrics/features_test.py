@@ -81,22 +81,28 @@ def _grid_roadgraph(seed=0, num_polylines=12, points=30):
 
 
 @pytest.mark.parametrize('tight', [True, False])
-@pytest.mark.parametrize('redo_budget', [1024, 64, 1])
-def test_road_edge_distance_equals_brute_force(redo_budget, tight):
+@pytest.mark.parametrize('redo_budget,pool_size', [
+    (256, 1024),  # the map is smaller than a pool: every segment
+    (256, 24),  # per-object pools of 24 of the 348 segments
+    (16, 24),
+    (1, 24),  # more uncertified than the budget: brute force
+])
+def test_road_edge_distance_equals_brute_force(redo_budget, pool_size, tight):
   traj = _scattered(num_rollouts=4, num_objects=10, num_steps=16)
   if tight:  # rollouts within centimetres of each other: shared lists
     noise = np.random.default_rng(1).normal(0, 0.05, traj.x.shape)
     traj = traj.replace(x=(traj.x[:1] + noise).astype(np.float32),
                         y=(traj.y[:1] - noise).astype(np.float32),
                         yaw=np.broadcast_to(traj.yaw[:1], traj.yaw.shape))
-  # Diverging rollouts (each starts anywhere in the square) leave the
-  # across-rollout lists uncertified: the per-rollout search, or with the
-  # smallest budget brute force, must give the same distances.
+  # Diverging rollouts (each starts anywhere in the square) make wide
+  # per-object pools, so many lists are uncertified: the redone queries, or
+  # with the smallest budget brute force, must give the same distances.
   roadgraph = _grid_roadgraph()
   eval_index = jnp.array([0, 1, 2, 9])
   brute = F.distance_to_road_edge(traj, eval_index, roadgraph, prune=False)
   fast = jax.jit(lambda t, r: F.distance_to_road_edge(
-      t, eval_index, r, redo_budget=redo_budget))(traj, roadgraph)
+      t, eval_index, r, redo_budget=redo_budget, pool_size=pool_size))(
+          traj, roadgraph)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(brute), atol=1e-5)
   assert np.isfinite(np.asarray(fast)).all()
 
