@@ -44,7 +44,8 @@ from prefalign.metrics import features as F
 from prefalign.metrics import wosac
 
 __all__ = ['FEATURE_NAMES', 'FEATURE_SETS', 'DEFAULT_WEIGHTS',
-           'feature_weights', 'agent_rows', 'occupancy_features']
+           'feature_weights', 'agent_rows', 'by_agent_chunks',
+           'occupancy_features']
 
 FEATURE_NAMES = ('collision', 'road_edge', 'clearance', 'control_effort',
                  'speed')
@@ -123,31 +124,11 @@ def agent_rows(state: datatypes.SimulatorState, agents: str = 'sim',
   raise ValueError(f"agents must be 'sim' or 'evaluated', got {agents!r}")
 
 
-@jax.named_scope('occupancy.occupancy_features')
-def occupancy_features(state: datatypes.SimulatorState,
-                       rollouts: datatypes.Trajectory, *,
-                       agents: str = 'sim', max_evaluated: int = 16,
-                       road_edge_kwargs=None) -> dict[str, jax.Array]:
-  """phi(o) of the log and every rollout, per agent and future step.
-
-  Args:
-    state: unbatched SimulatorState (the log, N objects, 91 steps).
-    rollouts: Trajectory (R, N, 80), the simulated future of every row (as
-      ``rollout.to_metric_trajectory`` or ``metrics.wosac.log_rollouts``
-      give it).
-    agents, max_evaluated: which rows (``agent_rows``); static.
-    road_edge_kwargs: passed to ``metrics.features.distance_to_road_edge``.
-
-  Returns:
-    'features': float32 (R + 1, E, 80, 5) in ``FEATURE_NAMES`` order, row 0
-      the logged demonstration, 0 where not valid;
-    'valid': bool (R + 1, E, 80) the steps of each occupancy measure;
-    'agent_index': int32 (E,); 'agent_mask': bool (E,);
-    'ade': float32 (R, E) each rollout's mean displacement from the log over
-      the log's valid future steps.
-  """
-  index, mask = agent_rows(state, agents, max_evaluated)
-  full = wosac.full_trajectories(state, rollouts)  # (R + 1, N, 91)
+def _agent_features(state: datatypes.SimulatorState,
+                    full: datatypes.Trajectory, index: jax.Array,
+                    mask: jax.Array, road_edge_kwargs
+                    ) -> tuple[jax.Array, jax.Array]:
+  """(phi (R + 1, E, 80, 5), valid (R + 1, E, 80)) of the rows ``index``."""
   ev = jax.tree.map(lambda a: jnp.take(a, index, axis=-2), full)
   speed, accel, ang_speed, _ = F.kinematic_features(ev.x, ev.y, ev.z, ev.yaw)
   kin_ok = F.central_valid(F.central_valid(ev.valid))
@@ -170,11 +151,97 @@ def occupancy_features(state: datatypes.SimulatorState,
   # A rollout's step counts where the log's does: both measures cover the
   # same steps, so a rollout that reproduces the log has distance ~0.
   valid = valid.at[1:].set(valid[1:] & valid[:1])
-  phi = jnp.where(valid[..., None], phi, 0.0)
+  return jnp.where(valid[..., None], phi, 0.0), valid
 
+
+def by_agent_chunks(fn, index: jax.Array, mask: jax.Array, chunk: int):
+  """``fn(index, mask)`` over chunks of agents, skipping chunks of none.
+
+  The agents that count come first (stable order), chunks of ``chunk``
+  agents run one after another under ``lax.map``, and a chunk with no agent
+  that counts is skipped by ``lax.cond`` (zeros), so the work follows the
+  number of agents in the scene rather than the padded row count: real
+  WOMD scenes read with 128 rows simulate about a third of them. Every
+  per-agent quantity is computed exactly as in one call (the agents do not
+  interact through ``fn``'s outputs). Under ``vmap`` the skip becomes a
+  select (both branches run).
+
+  Args:
+    fn: ``(index (C,), mask (C,)) -> pytree`` of arrays with the agent axis
+      at position 1 (e.g. (R + 1, C, ...)); zeros where ``mask`` is False.
+    index: int32 (E,) rows; mask: bool (E,) which count.
+    chunk: agents per call (static; 0 or >= E: one call).
+
+  Returns:
+    ``fn``'s pytree for all E agents in their original order.
+  """
+  e = index.shape[0]
+  if not chunk or chunk >= e:
+    return fn(index, mask)
+  num = -(-e // chunk)
+  order = jnp.argsort(~mask, stable=True)
+  pad = num * chunk - e
+  idx = jnp.pad(index[order], (0, pad)).reshape(num, chunk)
+  ok = jnp.pad(mask[order], (0, pad)).reshape(num, chunk)
+  shapes = jax.eval_shape(fn, idx[0], ok[0])
+
+  def one(args):
+    i, m = args
+    return jax.lax.cond(
+        jnp.any(m), lambda _: fn(i, m),
+        lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                               shapes), None)
+
+  out = jax.lax.map(one, (idx, ok))  # leaves (num, A, chunk, ...)
+  inverse = jnp.argsort(order)
+
+  def restore(a):
+    a = jnp.moveaxis(a, 0, 1)  # (A, num, chunk, ...)
+    a = a.reshape((a.shape[0], num * chunk) + a.shape[3:])[:, :e]
+    return jnp.take(a, inverse, axis=1)
+
+  return jax.tree.map(restore, out)
+
+
+@jax.named_scope('occupancy.occupancy_features')
+def occupancy_features(state: datatypes.SimulatorState,
+                       rollouts: datatypes.Trajectory, *,
+                       agents: str = 'sim', max_evaluated: int = 16,
+                       road_edge_kwargs=None,
+                       agent_chunk: int = 16) -> dict[str, jax.Array]:
+  """phi(o) of the log and every rollout, per agent and future step.
+
+  Args:
+    state: unbatched SimulatorState (the log, N objects, 91 steps).
+    rollouts: Trajectory (R, N, 80), the simulated future of every row (as
+      ``rollout.to_metric_trajectory`` or ``metrics.wosac.log_rollouts``
+      give it).
+    agents, max_evaluated: which rows (``agent_rows``); static.
+    road_edge_kwargs: passed to ``metrics.features.distance_to_road_edge``.
+    agent_chunk: agents per feature call (``by_agent_chunks``; static, 0:
+      all at once). Chunks of padding rows cost nothing; the result does
+      not depend on it.
+
+  Returns:
+    'features': float32 (R + 1, E, 80, 5) in ``FEATURE_NAMES`` order, row 0
+      the logged demonstration, 0 where not valid;
+    'valid': bool (R + 1, E, 80) the steps of each occupancy measure;
+    'agent_index': int32 (E,); 'agent_mask': bool (E,);
+    'ade': float32 (R, E) each rollout's mean displacement from the log over
+      the log's valid future steps.
+  """
+  index, mask = agent_rows(state, agents, max_evaluated)
+  full = wosac.full_trajectories(state, rollouts)  # (R + 1, N, 91)
+  phi, valid = by_agent_chunks(
+      lambda i, m: _agent_features(state, full, i, m, road_edge_kwargs),
+      index, mask, agent_chunk)
+
+  fut = lambda a: a[..., _NOW + 1:]
+  ev_x = jnp.take(full.x[1:], index, axis=-2)
+  ev_y = jnp.take(full.y[1:], index, axis=-2)
   log_ev = jax.tree.map(lambda a: jnp.take(a, index, axis=0),
                         state.log_trajectory)
-  err = jnp.hypot(fut(ev.x[1:]) - fut(log_ev.x), fut(ev.y[1:]) - fut(log_ev.y))
+  err = jnp.hypot(fut(ev_x) - fut(log_ev.x), fut(ev_y) - fut(log_ev.y))
   log_ok = fut(log_ev.valid)
   ade = jnp.sum(jnp.where(log_ok, err, 0.0), -1) / jnp.maximum(
       jnp.sum(log_ok, -1), 1)

@@ -64,6 +64,11 @@ class RankingConfig:
     sinkhorn: the OT solver's options.
     num_pairs: P, the size of the preferred and of the unpreferred set.
     pairing: one of ``PAIRINGS``.
+    agent_chunk: agents per call of the features and of the OT solver
+      (``occupancy.by_agent_chunks``): chunks of agents not counted cost
+      nothing, and each chunk's Sinkhorn loop stops on its own; 0 solves
+      all agents at once (more parallel work per step on an accelerator).
+      The result does not depend on it.
   """
   strategy: str = 'ot'
   feature_set: str = 'all'
@@ -74,6 +79,7 @@ class RankingConfig:
   sinkhorn: ot.SinkhornConfig = ot.SinkhornConfig()
   num_pairs: int = 16
   pairing: str = 'rank'
+  agent_chunk: int = 16
 
   def __post_init__(self):
     for name, allowed in (('strategy', STRATEGIES), ('pairing', PAIRINGS),
@@ -135,8 +141,8 @@ class Ranking:
 
 
 def agent_distances(phi: dict[str, jax.Array], weights: jax.Array,
-                    sinkhorn: ot.SinkhornConfig = ot.SinkhornConfig()
-                    ) -> ot.OTResult:
+                    sinkhorn: ot.SinkhornConfig = ot.SinkhornConfig(),
+                    agent_chunk: int = 0) -> ot.OTResult:
   """Per-agent OT distance of every rollout's occupancy measure to the log's.
 
   Args:
@@ -144,13 +150,21 @@ def agent_distances(phi: dict[str, jax.Array], weights: jax.Array,
       D), 'valid' (R + 1, E, T); row 0 the log).
     weights: (D,) ground-cost weights.
     sinkhorn: solver options.
+    agent_chunk: agents per solver call (static; 0: all at once); chunks
+      with no agent valid in the log are skipped (cost 0, ``ok`` False).
 
   Returns:
     ``OTResult`` with shape (R, E).
   """
-  x, x_mask = phi['features'][1:], phi['valid'][1:]
-  y, y_mask = phi['features'][:1], phi['valid'][:1]
-  return ot.transport_cost(x, x_mask, y, y_mask, weights, sinkhorn)
+  def solve(i, _):
+    x, x_mask = phi['features'][1:, i], phi['valid'][1:, i]
+    y, y_mask = phi['features'][:1, i], phi['valid'][:1, i]
+    return ot.transport_cost(x, x_mask, y, y_mask, weights, sinkhorn)
+
+  e = phi['valid'].shape[1]
+  present = jnp.any(phi['valid'][0], -1)
+  return occupancy.by_agent_chunks(solve, jnp.arange(e), present,
+                                   agent_chunk)
 
 
 def scene_distances(agent_d: jax.Array, counted: jax.Array,
@@ -214,10 +228,10 @@ def rank_rollouts(state: datatypes.SimulatorState,
   if phi is None:
     phi = occupancy.occupancy_features(
         state, rollouts, agents=config.agents,
-        max_evaluated=config.max_evaluated)
+        max_evaluated=config.max_evaluated, agent_chunk=config.agent_chunk)
   weights = jnp.asarray(occupancy.feature_weights(config.feature_set,
                                                   config.weights))
-  res = agent_distances(phi, weights, config.sinkhorn)
+  res = agent_distances(phi, weights, config.sinkhorn, config.agent_chunk)
   counted = phi['agent_mask'] & jnp.any(phi['valid'][0], -1)
   per_agent = jnp.where(counted & res.ok, res.cost, 0.0)
   ot_d = scene_distances(per_agent, counted & res.ok, config.aggregate)

@@ -57,6 +57,48 @@ def test_features_shapes_and_masks(state):
                              atol=1e-5)
 
 
+@pytest.mark.parametrize('chunk', [2, 3])
+def test_agent_chunks_give_the_features_of_one_call(state, chunk):
+  roll = _rollouts(state, 3)
+  one = jax.jit(functools.partial(occupancy.occupancy_features,
+                                  agent_chunk=0))(state, roll)
+  chunked = jax.jit(functools.partial(occupancy.occupancy_features,
+                                      agent_chunk=chunk))(state, roll)
+  assert np.asarray(one['agent_mask']).sum() < 8  # some chunks skip
+  for key in ('features', 'valid', 'ade', 'agent_index', 'agent_mask'):
+    np.testing.assert_array_equal(np.asarray(chunked[key]),
+                                  np.asarray(one[key]), err_msg=key)
+
+
+def test_ranking_does_not_depend_on_the_agent_chunk(state):
+  roll = _rollouts(state, 8)
+  rng = jax.random.key(1)
+  one = _rank_fn(ranking.RankingConfig(num_pairs=2, agent_chunk=0))(
+      state, roll, rng)
+  chunked = _rank_fn(ranking.RankingConfig(num_pairs=2, agent_chunk=3))(
+      state, roll, rng)
+  for key in ('distances', 'agent_distances', 'agent_counted', 'order',
+              'preferred', 'unpreferred'):
+    np.testing.assert_array_equal(np.asarray(getattr(chunked, key)),
+                                  np.asarray(getattr(one, key)), err_msg=key)
+
+
+def test_agent_chunks_skip_chunks_and_restore_the_order():
+  calls = []
+
+  def fn(i, m):
+    calls.append(i.shape)
+    return (jnp.where(m, 10 * i, 0)[None] + jnp.zeros((2, 1), jnp.int32),)
+
+  index = jnp.arange(7, dtype=jnp.int32)
+  mask = jnp.array([False, True, False, False, True, True, False])
+  out = jax.jit(lambda i, m: occupancy.by_agent_chunks(fn, i, m, 2))(
+      index, mask)[0]
+  np.testing.assert_array_equal(np.asarray(out),
+                                np.tile([0, 10, 0, 0, 40, 50, 0], (2, 1)))
+  assert all(c == (2,) for c in calls)
+
+
 def _assignment_errors(phi):
   """Default OT per (rollout, agent) against the exact assignment.
 
