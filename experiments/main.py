@@ -44,6 +44,7 @@ def main(argv):
             f'{config.process_id} must name this process among them.')
     jax.distributed.initialize(**explicit)
   from experiments import stages  # pylint: disable=g-import-not-at-top
+  from prefalign import fileio  # pylint: disable=g-import-not-at-top
   from prefalign.train import loop  # pylint: disable=g-import-not-at-top
   try:
     stages.run(config, _WORKDIR.value)
@@ -52,7 +53,43 @@ def main(argv):
     # with the signal's conventional status and no traceback.
     print(f'\n{e}', file=sys.stderr, flush=True)
     sys.exit(128 + int(getattr(signal, e.signal_name)))
+  except (ValueError, fileio.LockedError, OSError) as e:
+    # Bad config values, data files or disks (the messages name the key,
+    # file or directory): one line and status 2. --verbosity shows the
+    # traceback.
+    if flags.FLAGS['verbosity'].present:
+      raise
+    message = (fileio.describe_os_error(e) if isinstance(e, OSError) else
+               str(e))
+    print(f'error: {message}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad ``--config.KEY=...`` (an unknown key, a
+  value of the wrong type) or config file as one line and status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}\nPass --helpfull to see the flags.', file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    reason = e
+    while isinstance(reason, (AttributeError, KeyError)) and reason.args:
+      reason = reason.args[0]  # ml_collections wraps a KeyError's message
+    key = str(reason).split('\n')[0].strip('"\'')
+    name = next((a.split('=', 1)[0] for a in argv[1:]
+                 if a.startswith('--config.') and
+                 key in a.split('=', 1)[0][len('--config.'):].split('.')),
+                None)
+    if name is not None and isinstance(e, (AttributeError, KeyError)):
+      hint = ' '.join(str(reason).split('\n')[1:]).strip()
+      print(f'error: {name}: no such key in the config'
+            + (f' ({hint})' if hint else ''), file=sys.stderr)
+    else:
+      print(f'error: {name or "--config"}: {reason}', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

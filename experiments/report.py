@@ -17,6 +17,8 @@ import pathlib
 import shutil
 from typing import Optional
 
+from prefalign import fileio
+
 _METRICS = (('metametric', 'realism', '{:.4f}'),
             ('kinematic', 'kinematic', '{:.3f}'),
             ('interactive', 'interactive', '{:.3f}'),
@@ -73,7 +75,7 @@ def plot_curves(workdir: pathlib.Path, methods: list[str],
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
-  fig.savefig(path, dpi=100)
+  fileio.save_figure(fig, path, dpi=100)
   plt.close(fig)
   return path.name
 

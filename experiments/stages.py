@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign import model as model_lib
 from prefalign.data import pipeline
 from prefalign.data import sumo
@@ -111,9 +112,7 @@ def _reader_config(config) -> womd.ReaderConfig:
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(json.dumps(obj, indent=1) + '\n')
-  os.replace(tmp, path)
+  fileio.atomic_write_text(path, json.dumps(obj, indent=1) + '\n')
 
 
 def data_files(config, workdir: pathlib.Path) -> list[str]:
@@ -204,6 +203,7 @@ def stage_data(config, workdir: pathlib.Path) -> str:
   if path.exists():
     return f'{path} exists (skipped)'
   path.parent.mkdir(parents=True, exist_ok=True)
+  fileio.remove_temporaries(path.parent, path.name)  # a killed run's
   rng = np.random.default_rng(config.seed)
   with tfrecord.TFRecordWriter(path) as writer:
     for i in tqdm.trange(config.data.num_scenarios, desc='data'):
@@ -240,9 +240,7 @@ def stage_inspect(config, workdir: pathlib.Path) -> str:
                                       max_traffic_lights=None))
   png = out / 'scenario.png'
   viz.plot_scenario(first.state, path=str(png), title=first.scenario_id)
-  tmp = info_path.with_suffix('.tmp')
-  tmp.write_text('\n'.join(lines) + '\n')
-  os.replace(tmp, info_path)
+  fileio.atomic_write_text(info_path, '\n'.join(lines) + '\n')
   return (f'{stats.num_read} scenarios ({stats.num_skipped} bad records '
           f'skipped); counts in {info_path}, picture in {png}')
 
@@ -761,7 +759,7 @@ def _plot_scaling(points: list[dict], path: pathlib.Path) -> None:
          title='preference data scaling')
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fileio.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -1059,8 +1057,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runs the configured stages in order, printing one line per stage."""
   _check(config, workdir)
   root = pathlib.Path(workdir)
+  if root.exists() and not root.is_dir():
+    raise ValueError(f'--workdir {root} is a file, not a folder')
   root.mkdir(parents=True, exist_ok=True)
-  (root / 'config.json').write_text(config.to_json_best_effort(indent=1))
+  # One job per workdir: a second stops here, naming the first.
+  with fileio.DirLock(root, what='experiments.main'):
+    _run_locked(config, root)
+
+
+def _run_locked(config: ml_collections.ConfigDict, root: pathlib.Path
+                ) -> None:
+  """``run`` with the workdir's lock held."""
+  fileio.atomic_write_text(root / 'config.json',
+                           config.to_json_best_effort(indent=1))
   start = time.perf_counter()
   for name in config.stages:
     t0 = time.perf_counter()

@@ -38,6 +38,7 @@ from matplotlib import patches as mpatches
 from matplotlib.backends import backend_agg
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign.sim import geometry
 
 __all__ = ['plot_scenario', 'animate_rollout', 'animate_rollouts',
@@ -745,8 +746,8 @@ def plot_scenario(
     extra = {}
     if os.fspath(path).lower().endswith('.png'):
       extra['pil_kwargs'] = {'optimize': True}
-    fig.savefig(path, dpi=dpi, bbox_inches='tight', pad_inches=0.08,
-                facecolor='white', **extra)
+    fileio.save_figure(fig, path, dpi=dpi, bbox_inches='tight',
+                       pad_inches=0.08, facecolor='white', **extra)
   return fig
 
 
@@ -1142,5 +1143,5 @@ def plot_ranking(
   if title:
     fig.suptitle(title, fontsize=10)
   if path is not None:
-    fig.savefig(os.fspath(path), dpi=dpi)
+    fileio.save_figure(fig, path, dpi=dpi)
   return fig

@@ -132,11 +132,12 @@ FILES = {
     'flipped_data_byte': (lambda: [_frame(_good(0)),
                                    _flipped(_good(1), 100),
                                    _frame(_good(2))],
-                          1, 'data checksum mismatch', ['good-0']),
+                          1, 'data checksum mismatch', ['good-0', 'good-2']),
     'flipped_length_byte': (lambda: [_frame(_good(0)), _frame(_good(2)),
-                                     bytes([0x55]) + _frame(_good(1))[1:]],
+                                     bytes([0x55]) + _frame(_good(1))[1:],
+                                     _frame(_good(3))],
                             2, 'length checksum mismatch',
-                            ['good-0', 'good-2']),
+                            ['good-0', 'good-2', 'good-3']),
 }
 
 
@@ -175,7 +176,8 @@ def test_broken_file_is_named_or_skipped_and_counted(tmp_path, kind):
   stats = womd.ReadStats()
   got = list(pipeline.scenarios(
       path, dataclasses.replace(config, skip_bad_records=True), stats=stats))
-  # A broken frame ends its file: what follows cannot be found.
+  # Exactly the broken record is lost: reading goes on after a bad payload,
+  # and from the next valid frame after broken framing.
   assert [ex.scenario_id for ex in got] == kept
   assert stats.num_skipped == 1 and f'record {record}' in stats.errors[0]
 

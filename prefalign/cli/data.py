@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from prefalign import fileio
 from prefalign.data import womd
 
 
@@ -71,13 +72,19 @@ def _sumo(args: argparse.Namespace) -> int:
   cfg = sumo.SumoConfig(network=args.network,
                         num_scenarios=args.num_scenarios, seed=args.seed,
                         radius=args.radius)
-  try:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(total=args.num_scenarios, unit='scenario',
-                    desc=f'SUMO {args.network}')
-    progress = lambda done, _: bar.update(done - bar.n)
-  except ImportError:
-    bar, progress = None, None
+  bar = None
+
+  def progress(done, _):
+    nonlocal bar
+    try:
+      import tqdm  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      return
+    if bar is None:  # made at the first scenario: errors come before it
+      bar = tqdm.tqdm(total=args.num_scenarios, unit='scenario',
+                      desc=f'SUMO {args.network}')
+    bar.update(done - bar.n)
+
   try:
     manifest = sumo.generate(cfg, args.out, progress=progress)
   except sumo.SumoError as e:
@@ -121,8 +128,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     return args.run(args)
-  except (womd.DataError, FileNotFoundError) as e:
+  except (womd.DataError, fileio.LockedError) as e:
     print(f'prefalign-data: error: {e}', file=sys.stderr)
+    return 2
+  except OSError as e:  # missing files, a full or read-only disk, ...
+    print(f'prefalign-data: error: {fileio.describe_os_error(e)}',
+          file=sys.stderr)
     return 2
 
 

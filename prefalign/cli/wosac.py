@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 
 import jax
 
+from prefalign import fileio
 from prefalign.data import submission
 from prefalign.data import womd
 from prefalign.metrics import wosac
@@ -159,8 +160,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       else:
         print(f'{sid:<40} ' + ' '.join(f'{m[c]:>11.4f}' for c in _COLUMNS),
               flush=True)
-  except (womd.DataError, FileNotFoundError) as e:
+  except womd.DataError as e:
     print(f'prefalign-wosac: error: {e}', file=sys.stderr)
+    return 2
+  except OSError as e:  # missing files, a full or read-only disk, ...
+    print(f'prefalign-wosac: error: {fileio.describe_os_error(e)}',
+          file=sys.stderr)
     return 2
   if not per_scenario:
     print('prefalign-wosac: error: no scenario has rollouts',

@@ -51,6 +51,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign.data import tfrecord
 from prefalign.data.protos import map_pb2
 from prefalign.data.protos import scenario_pb2
@@ -520,6 +521,7 @@ def simulate(network: Network, seed: int, duration_s: float,
         ','.join(route_files), '-a', 'vtypes.add.xml,tls.add.xml',
         '--step-length', str(DT), '-b', '0', '-e', f'{duration_s:.1f}',
         '--seed', str(seed), '--fcd-output', 'fcd.csv',
+        '--summary-output', 'summary.xml',
         '--lanechange.duration', str(lane_change_duration),
         '--time-to-teleport', '120', '--ignore-route-errors', 'true',
         '--collision.action', 'warn', '--no-step-log', 'true',
@@ -528,13 +530,63 @@ def simulate(network: Network, seed: int, duration_s: float,
   return _read_run(workdir, int(round(duration_s / DT)) + 1)
 
 
+_SUMMARY_STEP = re.compile(rb'<step time="([^"]+)"[^>]*? running="(\d+)"')
+
+
+def _check_complete(workdir: pathlib.Path) -> None:
+  """Raises SumoError unless SUMO's outputs are whole.
+
+  SUMO exits 0 even when it failed to write its outputs (a full disk), so a
+  cut file would otherwise give silently shorter tracks. fcd.csv must end
+  with a whole line, tls.xml (where written) and summary.xml with their
+  closing tags; and the last step at which summary.xml counts running
+  objects must be in fcd.csv (a cut on a line boundary).
+  """
+  def fail(name, why):
+    raise SumoError(f'SUMO\'s output {workdir / name} is incomplete ({why});'
+                    ' is the disk full?')
+  fcd = workdir / 'fcd.csv'
+  if not fcd.exists() or fcd.stat().st_size == 0:
+    fail('fcd.csv', 'missing or empty')
+  with open(fcd, 'rb') as f:
+    f.seek(max(fcd.stat().st_size - 4096, 0))
+    tail = f.read()
+  if not tail.endswith(b'\n'):
+    fail('fcd.csv', 'it ends mid-line')
+  for name, closing in (('tls.xml', b'</tlsStates>'),
+                        ('summary.xml', b'</summary>')):
+    path = workdir / name
+    if path.exists() and not path.read_bytes().rstrip().endswith(closing):
+      fail(name, f'no closing {closing.decode()}')
+  summary = workdir / 'summary.xml'
+  if summary.exists():
+    running = [float(t) for t, n in _SUMMARY_STEP.findall(
+        summary.read_bytes()) if int(n) > 0]
+    lines = tail.rstrip(b'\n').split(b'\n')
+    last = lines[-1].split(b';')[0] if len(lines) > 1 else b''
+    try:
+      last_time = float(last)
+    except ValueError:
+      last_time = None
+    if running and (last_time is None or
+                    round(last_time / DT) < round(running[-1] / DT)):
+      fail('fcd.csv', f'its last step is {last.decode(errors="replace")!r} '
+           f'where summary.xml has objects until {running[-1]:.2f} s')
+
+
 def _read_run(workdir: pathlib.Path, num_steps: int) -> Tracks:
-  """Parses fcd.csv and tls.xml of a run."""
+  """Parses fcd.csv and tls.xml of a run (checked whole first)."""
+  _check_complete(workdir)
   type_index = {t[0]: i for i, t in enumerate(_VTYPES)}
   per_object: dict[str, list] = {}
   with open(workdir / 'fcd.csv', newline='') as f:
     reader = csv.reader(f, delimiter=';')
-    header = next(reader)
+    header = next(reader, None)
+    need = ('timestep_time', 'vehicle_id', 'vehicle_x', 'vehicle_y',
+            'vehicle_angle', 'vehicle_type', 'vehicle_speed')
+    if header is None or any(n not in header for n in need):
+      raise SumoError(f'{workdir / "fcd.csv"}: no header with the columns '
+                      f'{", ".join(need)}')
     col = {name: i for i, name in enumerate(header)}
     ct, ci, cx, cy = (col['timestep_time'], col['vehicle_id'],
                       col['vehicle_x'], col['vehicle_y'])
@@ -544,6 +596,10 @@ def _read_run(workdir: pathlib.Path, num_steps: int) -> Tracks:
     for row in reader:
       if len(row) <= ci or not row[ci]:
         continue
+      if len(row) < len(header):
+        raise SumoError(f'{workdir / "fcd.csv"}, line {reader.line_num}: '
+                        f'{len(row)} of {len(header)} columns (a cut '
+                        'output; is the disk full?)')
       per_object.setdefault(row[ci], []).append(
           (round(float(row[ct]) / DT), float(row[cx]), float(row[cy]),
            float(row[cz]) if cz is not None and row[cz] else 0.0,
@@ -806,7 +862,10 @@ def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
   """Writes ``cfg.num_scenarios`` scenarios as sharded TFRecords.
 
   Resumable: when ``out_dir/manifest.json`` records the same config, nothing
-  is redone. Shards are written atomically; the manifest last.
+  is redone. Shards are written atomically; the manifest last. A folder
+  holding scenarios of other settings is refused (SumoError), and one that
+  another process is generating into stops this one (``fileio.LockedError``
+  naming it); SUMO's outputs are checked whole before they are read.
 
   Args:
     cfg: what to generate.
@@ -821,6 +880,15 @@ def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
   if cfg.egos_per_window is None:
     cfg = dataclasses.replace(cfg, egos_per_window=network.egos_per_window)
   out = pathlib.Path(out_dir)
+  if out.exists() and not out.is_dir():
+    raise SumoError(f'--out {out} is a file, not a folder')
+  # One generation per folder at a time: a second stops naming the first.
+  with fileio.DirLock(out, what=f'SUMO generation ({network.name})'):
+    return _generate_locked(cfg, network, out, progress, keep_workdir)
+
+
+def _generate_locked(cfg, network, out, progress, keep_workdir) -> dict:
+  """``generate`` with ``out``'s lock held."""
   manifest_path = out / 'manifest.json'
   key = _config_key(cfg)
   if manifest_path.exists():
@@ -831,7 +899,19 @@ def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
     if old.get('config_key') == key and all(
         (out / f).exists() for f in old.get('files', ())):
       return old
-  out.mkdir(parents=True, exist_ok=True)
+    if old.get('config_key') not in (None, key):
+      stored = old.get('config', {})
+      now = dataclasses.asdict(cfg)
+      diff = ', '.join(f'{k} ({stored.get(k)!r} vs {now[k]!r})'
+                       for k in sorted(now) if stored.get(k) != now[k])
+      raise SumoError(
+          f'{out} holds scenarios generated with other settings (stored vs '
+          f'this run: {diff or "an older config format"}); use another '
+          'folder, or delete it to regenerate')
+  # Leftovers of a killed run of this folder (we hold its lock): partial
+  # shards' temporary files go now, shards of an unfinished run once the
+  # new ones are written.
+  fileio.remove_temporaries(out, f'{network.name}.tfrecord-')
   started = time.perf_counter()
   netmap = network_map(network.name, cfg.point_spacing)
   windows = -(-cfg.num_scenarios // cfg.egos_per_window)
@@ -873,6 +953,9 @@ def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
                            scenarios[i * cfg.shard_size:(i + 1) *
                                      cfg.shard_size])
     files.append(name)
+  for stale in fileio.glob_files(out / f'{network.name}.tfrecord-*'):
+    if os.path.basename(stale) not in files:
+      os.remove(stale)
   manifest = {
       'network': network.name,
       'network_file': network.path,
@@ -887,7 +970,5 @@ def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
       'simulation_seconds': round(sim_s, 2),
       'total_seconds': round(time.perf_counter() - started, 2),
   }
-  tmp_manifest = manifest_path.with_suffix('.json.tmp')
-  tmp_manifest.write_text(json.dumps(manifest, indent=1))
-  os.replace(tmp_manifest, manifest_path)
+  fileio.atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
   return manifest

@@ -12,12 +12,15 @@ file and the record index instead of being parsed into nonsense.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import struct
 from typing import BinaryIO, Iterable, Iterator, Optional, Union
 
 import google_crc32c
+
+from prefalign import fileio
 
 __all__ = [
     'DataError',
@@ -65,73 +68,174 @@ def masked_crc32c(data: bytes) -> int:
   return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+# How far past a broken frame the reader looks for the next valid header,
+# per read (a broken frame's bytes are scanned in windows of this size).
+_SCAN_WINDOW = 1 << 20
+
+
 @dataclasses.dataclass
 class _Reader:
+  """Reads frames by offset; after a bad one, goes on where it can.
+
+  A payload checksum error leaves the framing intact: the record is reported
+  and the next one read. A framing error (a truncated record, a length field
+  that fails its checksum or is longer than the rest of the file) is
+  reported, then the reader resynchronises on the next offset that holds a
+  whole valid frame (length checksum, length within the file and data
+  checksum all good). A length is compared with the bytes left in the file
+  before anything is allocated.
+  """
   path: PathLike
   check_crc: bool
 
-  def __iter__(self) -> Iterator[tuple[int, bytes]]:
+  def __iter__(self) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
     with open(self.path, 'rb') as f:
-      yield from self._records(f)
+      size = os.fstat(f.fileno()).st_size
+      yield from self._records(f, size)
 
-  def _records(self, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    index = 0
-    while True:
-      header = f.read(_HEADER.size)
-      if not header:
-        return
-      if len(header) < _HEADER.size:
-        raise RecordError(
-            f'truncated record header ({len(header)} of {_HEADER.size} bytes;'
-            ' the file ends mid-record)', path=self.path, record=index)
-      length, length_crc = _HEADER.unpack(header)
-      if self.check_crc and masked_crc32c(header[:8]) != length_crc:
-        raise RecordError(
-            'length checksum mismatch (corrupted bytes, or not a TFRecord '
-            'file)', path=self.path, record=index)
-      data = f.read(length)
-      if len(data) < length:
-        raise RecordError(
-            f'truncated record: expected {length} bytes, found {len(data)}',
+  def _frame(self, f: BinaryIO, pos: int, size: int, index: int
+             ) -> tuple[Optional[bytes], Optional[RecordError], bool]:
+    """The frame at ``pos``: (data, error, framing intact)."""
+    f.seek(pos)
+    header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+      return None, RecordError(
+          f'truncated record header ({len(header)} of {_HEADER.size} bytes;'
+          ' the file ends mid-record)', path=self.path, record=index), False
+    length, length_crc = _HEADER.unpack(header)
+    if self.check_crc and masked_crc32c(header[:8]) != length_crc:
+      return None, RecordError(
+          'length checksum mismatch (corrupted bytes, or not a TFRecord '
+          'file)', path=self.path, record=index), False
+    left = size - pos - _HEADER.size
+    if length > left:
+      return None, RecordError(
+          f'truncated record: expected {length} bytes, only {max(left, 0)} '
+          'left in the file', path=self.path, record=index), False
+    data = f.read(length)
+    if len(data) < length:  # the file shrank while being read
+      return None, RecordError(
+          f'truncated record: expected {length} bytes, found {len(data)}',
+          path=self.path, record=index), False
+    footer = f.read(_FOOTER.size)
+    if len(footer) < _FOOTER.size:
+      return None, RecordError('truncated record: missing data checksum',
+                               path=self.path, record=index), False
+    if self.check_crc and masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
+      # Flipped payload bytes leave the framing intact: the file ends or a
+      # valid header follows. Otherwise the length was wrong (a frame cut
+      # short, bytes missing) and the next record may lie inside ``data``.
+      end = pos + _HEADER.size + length + _FOOTER.size
+      return None, RecordError('data checksum mismatch (corrupted bytes)',
+                               path=self.path, record=index), (
+                                   end == size or self._header_at(f, end, size))
+    return data, None, True
+
+  def _header_at(self, f: BinaryIO, pos: int, size: int) -> bool:
+    """Whether a valid header of a frame that fits the file is at ``pos``."""
+    f.seek(pos)
+    header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+      return False
+    length, length_crc = _HEADER.unpack(header)
+    return (masked_crc32c(header[:8]) == length_crc and
+            length <= size - pos - _HEADER.size - _FOOTER.size)
+
+  def _resync(self, f: BinaryIO, start: int, size: int) -> int:
+    """The first offset >= ``start`` holding a whole valid frame (``size``
+    when there is none)."""
+    pos = start
+    while pos + _HEADER.size + _FOOTER.size <= size:
+      f.seek(pos)
+      window = f.read(min(_SCAN_WINDOW + _HEADER.size, size - pos))
+      last = min(len(window) - _HEADER.size, _SCAN_WINDOW - 1)
+      for i in range(last + 1):
+        header = window[i:i + _HEADER.size]
+        length, length_crc = _HEADER.unpack(header)
+        if (masked_crc32c(header[:8]) == length_crc and
+            length <= size - (pos + i) - _HEADER.size - _FOOTER.size):
+          data, err, _ = self._frame(f, pos + i, size, 0)
+          if err is None and data is not None:
+            return pos + i
+      pos += last + 1
+    return size
+
+  def _records(self, f: BinaryIO, size: int
+               ) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
+    pos, index = 0, 0
+    while pos < size:
+      data, err, intact = self._frame(f, pos, size, index)
+      if err is None:
+        yield index, data
+        pos += _HEADER.size + len(data) + _FOOTER.size
+      elif intact:  # a bad payload: skip exactly this record
+        yield index, err
+        f.seek(pos)
+        length = _HEADER.unpack(f.read(_HEADER.size))[0]
+        pos += _HEADER.size + length + _FOOTER.size
+      else:
+        if not self.check_crc:  # nothing to resynchronise on
+          yield index, err
+          return
+        nxt = self._resync(f, pos + 1, size)
+        skipped = nxt - pos
+        err = RecordError(
+            f'{err.reason}; skipped {skipped} bytes'
+            + (f' to the next valid record at byte {nxt}' if nxt < size
+               else ' to the end of the file'),
             path=self.path, record=index)
-      footer = f.read(_FOOTER.size)
-      if len(footer) < _FOOTER.size:
-        raise RecordError('truncated record: missing data checksum',
-                          path=self.path, record=index)
-      if self.check_crc and masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
-        raise RecordError('data checksum mismatch (corrupted bytes)',
-                          path=self.path, record=index)
-      yield index, data
+        err.skipped_bytes = skipped
+        yield index, err
+        pos = nxt
       index += 1
 
 
-def read_records(path: PathLike, *, check_crc: bool = True
-                 ) -> Iterator[tuple[int, bytes]]:
+def read_records(path: PathLike, *, check_crc: bool = True,
+                 skip_bad_records: bool = False
+                 ) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
   """Yields ``(record_index, payload)`` for every record of a TFRecord file.
 
   Args:
     path: an uncompressed TFRecord file.
     check_crc: verify both checksums of every record.
+    skip_bad_records: instead of raising, yield ``(index, RecordError)`` for
+      each bad record and go on: past a record whose payload fails its
+      checksum (its framing is intact), or, after a framing error, from the
+      next offset that holds a valid frame (the error says how many bytes were
+      skipped). Each skipped stretch counts as one record.
 
   Raises:
     RecordError: on a truncated record or a checksum mismatch, naming the file
-      and the record index. Records before the bad one have been yielded.
+      and the record index (unless ``skip_bad_records``). Records before the
+      bad one have been yielded.
     FileNotFoundError: when the file does not exist.
   """
-  return iter(_Reader(path, check_crc))
+  records = iter(_Reader(path, check_crc))
+  if skip_bad_records:
+    return records
+  return _raising(records)
+
+
+def _raising(records):
+  for index, data in records:
+    if isinstance(data, RecordError):
+      raise data
+    yield index, data
 
 
 class TFRecordWriter:
-  """Writes records atomically: to ``path + '.tmp'``, renamed on close.
+  """Writes records atomically: to a unique temporary file in the same
+  folder (``fileio.atomic_open``), renamed to ``path`` on close.
 
   A crash mid-write therefore never leaves a truncated file under the final
-  name, and an existing file is only replaced once the new one is complete.
+  name, an existing file is only replaced once the new one is complete, and
+  two processes writing one path never write into the same file.
   """
 
   def __init__(self, path: PathLike):
     self._path = os.fspath(path)
-    self._tmp = self._path + '.tmp'
-    self._file: Optional[BinaryIO] = open(self._tmp, 'wb')
+    self._context = fileio.atomic_open(self._path, 'wb')
+    self._file: Optional[BinaryIO] = self._context.__enter__()
     self.num_records = 0
 
   def write(self, data: bytes) -> None:
@@ -147,19 +251,16 @@ class TFRecordWriter:
   def close(self) -> None:
     if self._file is None:
       return
-    self._file.flush()
-    os.fsync(self._file.fileno())
-    self._file.close()
     self._file = None
-    os.replace(self._tmp, self._path)
+    self._context.__exit__(None, None, None)
 
   def abort(self) -> None:
     """Drops what was written; the final path is left untouched."""
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-    if os.path.exists(self._tmp):
-      os.remove(self._tmp)
+    if self._file is None:
+      return
+    self._file = None
+    with contextlib.suppress(_Abort):
+      self._context.__exit__(_Abort, _Abort(), None)
 
   def __enter__(self) -> 'TFRecordWriter':
     return self
@@ -169,6 +270,10 @@ class TFRecordWriter:
       self.close()
     else:
       self.abort()
+
+
+class _Abort(Exception):
+  """Thrown into the atomic writer to drop its temporary file."""
 
 
 def write_records(path: PathLike, records: Iterable[bytes]) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 from google.protobuf import message as pb_message
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign.data import tfrecord
 from prefalign.data.protos import map_pb2
 from prefalign.data.protos import scenario_pb2
@@ -691,11 +692,16 @@ def expand_paths(patterns: Union[PathLike, Sequence[PathLike]]) -> list[str]:
                                 + (f' and {len(missing) - 1} more'
                                    if len(missing) > 1 else ''))
     elif glob_lib.has_magic(pat):
-      matched = sorted(glob_lib.glob(pat))
+      # Never a writer's temporary file (a killed run's leftover).
+      matched = [m for m in fileio.glob_files(pat) if not os.path.isdir(m)]
     else:
       matched = [pat] if os.path.exists(pat) else []
     if not matched:
       raise FileNotFoundError(f'no file matches {pat!r}')
+    for m in matched:
+      if os.path.isdir(m):
+        raise DataError(f'{m} is a directory, not a TFRecord file (give its '
+                        f'files, e.g. {os.path.join(m, "*.tfrecord*")!r})')
     out.extend(matched)
   return out
 
@@ -710,8 +716,9 @@ def read_scenarios(
   Args:
     paths: files, globs or ``name@N`` shard patterns.
     skip_bad_records: skip (and count in ``stats``) records that fail their
-      checksum or are not valid Scenarios, instead of raising. A truncated
-      file ends its iteration (the rest of it cannot be framed).
+      checksum or are not valid Scenarios, instead of raising. Reading goes
+      on after each: past a record whose payload is bad, and from the next
+      valid frame after broken framing (``tfrecord.read_records``).
     stats: receives counts of read and skipped records.
 
   Raises:
@@ -719,18 +726,13 @@ def read_scenarios(
   """
   stats = stats if stats is not None else ReadStats()
   for path in expand_paths(paths):
-    records = tfrecord.read_records(path)
-    while True:
-      try:
-        index, data = next(records)
-      except StopIteration:
-        break
-      except tfrecord.RecordError as e:
-        if not skip_bad_records:
-          raise
-        stats.skip(e)
-        # A broken frame ends this file: we cannot find the next record.
-        break
+    for index, data in tfrecord.read_records(
+        path, skip_bad_records=skip_bad_records):
+      if isinstance(data, tfrecord.RecordError):
+        # Skipped exactly: a bad payload is one record; after broken framing
+        # the reader has resynchronised on the next valid frame.
+        stats.skip(data)
+        continue
       try:
         scenario = parse_scenario(data, path=path, record=index)
       except DataError as e:

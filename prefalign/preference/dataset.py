@@ -40,6 +40,7 @@ import numpy as np
 import tqdm
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign import rollout
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -202,9 +203,8 @@ def _meta(config: dict) -> dict:
 def _check_meta(directory: pathlib.Path, meta: dict) -> None:
   path = directory / 'meta.json'
   if not path.exists():
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, json.dumps(meta, indent=1,
+                                              sort_keys=True))
     return
   old = json.loads(path.read_text())
   if old != meta:
@@ -372,9 +372,8 @@ def collect(params, model_config: motion_lm.ModelConfig,
   columns = _distance_columns(read_records(directory))
   summary = _summary(columns)
   summary['skipped_no_agents'] = skipped
-  tmp = directory / 'summary.json.tmp'
-  tmp.write_text(json.dumps(summary, indent=1))
-  os.replace(tmp, directory / 'summary.json')
+  fileio.atomic_write_text(directory / 'summary.json',
+                           json.dumps(summary, indent=1))
   _plot(columns, directory / 'distances.png')
   return summary
 
@@ -630,7 +629,7 @@ def _plot(cols: dict[str, list], path: pathlib.Path) -> pathlib.Path:
   ax.set_ylabel('rollouts')
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fileio.save_figure(fig, path, dpi=110)
   plt.close(fig)
   return path
 

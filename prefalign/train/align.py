@@ -297,6 +297,12 @@ def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with loop.workdir_lock(workdir, 'alignment'):
+    return _align_and_evaluate(config, workdir, callback)
+
+
+def _align_and_evaluate(config, workdir, callback):
+  """``align_and_evaluate`` with the workdir's lock held."""
   mesh = parallel.make_mesh(config.num_devices)
   check_config(config, mesh)
   train_recs, heldout_recs = split_records(config)

@@ -20,6 +20,7 @@ a function of the seed and the step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -37,6 +38,7 @@ import numpy as np
 import tqdm
 
 from prefalign import datatypes
+from prefalign import fileio
 from prefalign.data import pipeline
 from prefalign.data import womd
 from prefalign.model import features
@@ -361,6 +363,22 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with workdir_lock(workdir, 'pre-training'):
+    return _train_and_evaluate(config, workdir, callback)
+
+
+def workdir_lock(workdir: pathlib.Path, what: str):
+  """One run per workdir: a second run in it stops at once with a
+  ``fileio.LockedError`` naming the first (instead of both appending every
+  ``metrics.jsonl`` line and racing on the checkpoints). Held by process 0
+  (the workdir is shared between processes)."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return fileio.DirLock(workdir, what=what)
+
+
+def _train_and_evaluate(config, workdir, callback):
+  """``train_and_evaluate`` with the workdir's lock held."""
   mesh = parallel.make_mesh(config.num_devices)
   check_config(config, mesh)
 

@@ -173,7 +173,8 @@ def test_killed_training_resumes_to_the_same_parameters(scenario_files,
   # Saves are asynchronous: kill once the step-2 checkpoint is complete, at
   # whatever the child is doing then.
   deadline = time.time() + 600
-  while not (workdir / 'checkpoints' / '2' / '_CHECKPOINT_METADATA').exists():
+  while not (workdir / 'checkpoints' / '2' /
+                   'prefalign_complete.json').exists():
     assert proc.poll() is None, proc.communicate()[0]
     assert time.time() < deadline, 'no step-2 checkpoint'
     time.sleep(0.05)
