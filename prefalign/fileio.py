@@ -55,12 +55,21 @@ def atomic_open(path: PathLike, mode: str = 'wb') -> Iterator[BinaryIO]:
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()
+      # mkstemp makes the file private (0600); give it the mode a plain
+      # open() would have (0666 less the umask).
+      os.fchmod(f.fileno(), 0o666 & ~_umask())
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
       os.remove(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

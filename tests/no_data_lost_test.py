@@ -497,3 +497,12 @@ def test_writes_are_atomic_everywhere():
           if "'.tmp'" in text or "'.json.tmp'" in text or 'json.tmp' in text:
             offenders.append(name)
   assert not offenders
+
+
+def test_atomic_files_get_the_mode_of_a_plain_open(tmp_path):
+  old = os.umask(0o022)
+  try:
+    fileio.atomic_write_text(tmp_path / 'a.txt', 'x')
+  finally:
+    os.umask(old)
+  assert (tmp_path / 'a.txt').stat().st_mode & 0o777 == 0o644
