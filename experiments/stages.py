@@ -502,7 +502,7 @@ def ranking_config(config) -> 'preference.RankingConfig':
     rc = preference.RankingConfig(
         strategy=c.strategy, feature_set=c.feature_set, weights=weights,
         agents=c.agents, aggregate=c.aggregate, num_pairs=c.num_pairs,
-        pairing=c.pairing, sinkhorn=sinkhorn)
+        pairing=c.pairing, sinkhorn=sinkhorn, agent_chunk=c.agent_chunk)
     rc.check(c.num_rollouts)
   except ValueError as e:
     raise ValueError(f'config.collect: {e}') from None

@@ -71,7 +71,6 @@ def get_config(arg=None):
   c.num_rollouts = 8
   c.num_pairs = 2  # closest quarter vs farthest (the paper: 16 of 64)
   c.scenarios_per_shard = 32
-  c.num_iterations = 300  # 0.26 % median OT error (BENCHMARKS.md), 2x faster
 
   a = config.align
   a.batch_size = 4
@@ -123,7 +122,6 @@ def get_config(arg=None):
     c.num_rollouts = 4
     c.num_pairs = 1
     c.scenarios_per_shard = 8
-    c.num_iterations = 100
     a.batch_size = 8
     a.num_steps = 2
     a.warmup_steps = 1

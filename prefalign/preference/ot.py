@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-__all__ = ['SinkhornConfig', 'OTResult', 'cost_matrix', 'transport_cost',
-           'BACKENDS']
+__all__ = ['SinkhornConfig', 'RANKING_SINKHORN', 'OTResult', 'cost_matrix',
+           'transport_cost', 'BACKENDS']
 
 BACKENDS = ('native', 'ott')
 _CHUNK = 50  # native: iterations between convergence checks
@@ -112,6 +112,15 @@ class SinkhornConfig:
     if self.dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"SinkhornConfig.dtype must be 'float32' or "
                        f"'bfloat16', got {self.dtype!r}")
+
+
+# The ranking's setting: the cheapest measured with >= 99 % agreement of the
+# preferred and unpreferred sets with exact OT on real model rollouts (100 %
+# of top-16 and bottom-16 on 4 real scenes x 64 rollouts x 128 rows,
+# Spearman >= 0.9998; 18x faster than the default on 2 CPU cores;
+# BENCHMARKS.md "Preference ranking", ``benchmarks/ranking_agreement.py``).
+# Its costs carry ~0.07 of entropic bias, the same for every rollout.
+RANKING_SINKHORN = SinkhornConfig(epsilon=0.1, num_iterations=30, anneal=0.7)
 
 
 @struct.dataclass

@@ -61,7 +61,8 @@ class RankingConfig:
     agents: 'sim' (all simulated agents) or 'evaluated' (WOSAC's).
     max_evaluated: slots for agents='evaluated'.
     aggregate: 'mean' or 'sum' over the agents counted.
-    sinkhorn: the OT solver's options.
+    sinkhorn: the OT solver's options; by default ``ot.RANKING_SINKHORN``,
+      chosen for the order it gives the rollouts, not for the cost.
     num_pairs: P, the size of the preferred and of the unpreferred set.
     pairing: one of ``PAIRINGS``.
     agent_chunk: agents per call of the features and of the OT solver
@@ -76,7 +77,7 @@ class RankingConfig:
   agents: str = 'sim'
   max_evaluated: int = 16
   aggregate: str = 'mean'
-  sinkhorn: ot.SinkhornConfig = ot.SinkhornConfig()
+  sinkhorn: ot.SinkhornConfig = ot.RANKING_SINKHORN
   num_pairs: int = 16
   pairing: str = 'rank'
   agent_chunk: int = 16
