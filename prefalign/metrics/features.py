@@ -132,7 +132,7 @@ def distance_to_nearest_object(
     redo_budget: uncertified (object, step) pairs per index of the batch
       axes (e.g. per rollout) redone against every box before the whole
       call falls back to comparing every pair (static; on real scenarios
-      with 4 candidates about 5 per rollout are).
+      with 4 candidates about 5 per rollout are; counted as 32 at least).
     eval_mask: bool (E,), False for padding slots of ``eval_index`` (they
       are returned as invalid and cost no search).
 
@@ -175,7 +175,8 @@ def distance_to_nearest_object(
   # up to a budget; beyond it the whole call is.
   unsure = (ev_valid & (best >= threshold)).reshape(-1)
   num_unsure = jnp.sum(unsure)
-  budget = min(redo_budget * math.prod(traj.x.shape[:-2]), unsure.shape[0])
+  budget = min(redo_budget * max(math.prod(traj.x.shape[:-2]), 32),
+               unsure.shape[0])
   (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
   t_len = boxes.shape[-2]
   e_len = eval_index.shape[0]
@@ -268,19 +269,19 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           eval_mask: Optional[jax.Array] = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
-  Exactly WOSAC's road-edge distance. With ``prune`` (the default) the
-  queries are the four corners of one box at one step of one rollout (a
-  group a box wide, however far the rollouts of a sampling policy diverge),
-  and each group searches a short, certified list of candidate segments
-  instead of the whole map (``metrics._nearest``): each evaluated object
-  first keeps the ``pool_size`` segments nearest to everywhere it goes (all
-  rollouts and steps), windows of ``window`` steps narrow that down, and
-  each group scores its own shortlist. Queries whose list cannot be
-  certified (far from every edge) are redone by brute force, up to
-  ``redo_budget`` per rollout; past that the whole call falls back to
-  brute force. The result is the same either way. Under ``vmap`` the
-  fallback branch is evaluated too (``lax.cond`` becomes ``select``); use
-  ``lax.map`` over scenarios to keep the fast path.
+  Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
+  group of corner points searches a short, certified list of candidate
+  segments instead of the whole map (``metrics._nearest``); queries whose
+  list cannot be certified are redone by brute force, up to a budget.
+  Groups first span the rollouts (one corner of one object at one step:
+  cheapest when the rollouts stay close); past the budget the search is
+  redone with the four corners of one box at one step of one rollout as a
+  group (rollouts of a sampling policy diverge), each evaluated object
+  first keeping the ``pool_size`` segments nearest to everywhere it goes;
+  only past that budget too does the whole call fall back to brute force.
+  The result is the same either way. Under ``vmap`` the fallback branches
+  are evaluated too (``lax.cond`` becomes ``select``); use ``lax.map`` over
+  scenarios to keep the fast path.
 
   Args:
     traj: Trajectory (B, N, T) (one leading axis, e.g. rollouts).
@@ -289,8 +290,9 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     z_stretch: vertical weight of the nearest-segment search (WOSAC: 3).
     wrap_all_closed: see ``geometry.signed_distance_to_polylines``.
     prune: use the certified candidate search.
-    redo_budget: uncertified queries per rollout redone by brute force
-      before the whole call falls back to it (static).
+    redo_budget: uncertified queries per rollout (rollouts counted as 16
+      at least) redone by brute force before the search falls back
+      (static).
     window: consecutive steps that share a first-level candidate list
       (static).
     pool_size: segments kept per evaluated object (static; every segment
@@ -337,30 +339,19 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
       return idx[j], jnp.sqrt(best)
 
-    # Groups: the four corners of one box at one step of one rollout (a box
-    # wide however far the rollouts of a sampling policy diverge), per
-    # evaluated object over its rollouts and steps: (E, B * T, 4, 3).
-    groups = jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e, b * t, 4, 3)
-    valid = jnp.broadcast_to(jnp.transpose(ev.valid, (1, 0, 2))[..., None],
-                             (e, b, t, 4)).reshape(e, b * t, 4)
-    stretched = groups * stretch
-    pool = pool_threshold = None
-    if pool_size < lo.shape[0]:
-      pool, pool_threshold = _nearest.object_pool(
-          stretched, valid, lo, hi, table['valid'], pool_size)
-    cand, threshold = _nearest.nearest_candidates(
-        stretched, valid, lo, hi, table['valid'], window=min(window, t),
-        pool=pool, pool_threshold=pool_threshold)
-    nearest, best = jax.vmap(jax.vmap(one_group))(groups, cand)
-    # Queries whose list is not certified (far from every edge) are redone
-    # by brute force, up to a budget; past it the whole call is.
-    unsure = (valid & (best >= threshold[..., None])).reshape(-1)
-    num_unsure = jnp.sum(unsure)
-    budget = min(redo_budget * b, unsure.shape[0])
-    (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
-    q_flat = groups.reshape(-1, 3)
-
-    def fast(_):
+    def search(pts_groups, valid, win, pool=None, pool_threshold=None):
+      """Certified search over (O, G, M, 3) groups; (signed, fits budget)."""
+      cand, threshold = _nearest.nearest_candidates(
+          pts_groups * stretch, valid, lo, hi, table['valid'], window=win,
+          pool=pool, pool_threshold=pool_threshold)
+      nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
+      # Queries whose list is not certified (far from every edge, or in a
+      # group spread wide) are redone by brute force, up to a budget.
+      unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+      num_unsure = jnp.sum(unsure)
+      budget = min(redo_budget * max(b, 16), unsure.shape[0])
+      (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+      q_flat = pts_groups.reshape(-1, 3)
       signed = jax.vmap(lambda q, i: geometry.signed_at(q, i, table))(
           q_flat, nearest.reshape(-1))
       again = _nearest.map_live(
@@ -368,9 +359,39 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
           q_flat[redo], num_unsure)
       keep = jnp.arange(budget) < num_unsure
       signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
-      return jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3))
+      return signed, num_unsure <= budget
 
-    d = jax.lax.cond(num_unsure <= budget, fast, brute, None)
+    # First, groups of one corner of one object at one step across the
+    # rollouts: rollouts that stay close share one list (cheapest).
+    across, ok = search(
+        jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3),
+        jnp.broadcast_to(jnp.moveaxis(ev.valid, 0, 2)[:, :, None, :],
+                         (e, t, 4, b)).reshape(e, t * 4, b), window)
+
+    def per_rollout(_):
+      # Rollouts that diverge (a learned policy's samples spread over tens
+      # of metres) leave those groups uncertified. Then the groups are the
+      # four corners of one box at one step of one rollout (a box wide),
+      # per evaluated object over its rollouts and steps, searching the
+      # object's pool of nearest segments over everywhere it goes.
+      groups = jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e, b * t, 4, 3)
+      valid = jnp.broadcast_to(
+          jnp.transpose(ev.valid, (1, 0, 2))[..., None],
+          (e, b, t, 4)).reshape(e, b * t, 4)
+      pool = pool_threshold = None
+      if pool_size < lo.shape[0]:
+        pool, pool_threshold = _nearest.object_pool(
+            groups * stretch, valid, lo, hi, table['valid'], pool_size)
+      signed, fits = search(groups, valid, min(window, t), pool,
+                            pool_threshold)
+      return jax.lax.cond(
+          fits,
+          lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
+          brute, None)
+
+    d = jax.lax.cond(
+        ok, lambda _: jnp.transpose(across.reshape(e, t, 4, b), (3, 0, 1, 2)),
+        per_rollout, None)
     d = jnp.where(jnp.any(table['valid']), d, -_BIG)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)
