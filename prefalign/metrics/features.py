@@ -339,11 +339,19 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
       return idx[j], jnp.sqrt(best)
 
-    def search(pts_groups, valid, win, pool=None, pool_threshold=None):
-      """Certified search over (O, G, M, 3) groups; (signed, fits budget)."""
+    def search(pts_groups, valid, win, pooled=False):
+      """Certified search over (O, G, M, 3) groups; (signed, fits budget).
+
+      ``pooled``: each object first keeps its ``pool_size`` nearest segments.
+      """
+      stretched = pts_groups * stretch
+      pool = pool_threshold = None
+      if pooled and pool_size < lo.shape[0]:
+        pool, pool_threshold = _nearest.object_pool(
+            stretched, valid, lo, hi, table['valid'], pool_size)
       cand, threshold = _nearest.nearest_candidates(
-          pts_groups * stretch, valid, lo, hi, table['valid'], window=win,
-          pool=pool, pool_threshold=pool_threshold)
+          stretched, valid, lo, hi, table['valid'], window=win, pool=pool,
+          pool_threshold=pool_threshold)
       nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
       # Queries whose list is not certified (far from every edge, or in a
       # group spread wide) are redone by brute force, up to a budget.
@@ -378,12 +386,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
       valid = jnp.broadcast_to(
           jnp.transpose(ev.valid, (1, 0, 2))[..., None],
           (e, b, t, 4)).reshape(e, b * t, 4)
-      pool = pool_threshold = None
-      if pool_size < lo.shape[0]:
-        pool, pool_threshold = _nearest.object_pool(
-            groups * stretch, valid, lo, hi, table['valid'], pool_size)
-      signed, fits = search(groups, valid, min(window, t), pool,
-                            pool_threshold)
+      signed, fits = search(groups, valid, min(window, t), pooled=True)
       return jax.lax.cond(
           fits,
           lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
