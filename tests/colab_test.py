@@ -9,6 +9,7 @@ host CPU devices as ``conftest.py`` gives the test process.
 import json
 import os
 import pathlib
+import shutil
 import sys
 import time
 
@@ -78,10 +79,14 @@ def _outputs(nb, output_type=None):
 
 
 @pytest.mark.slow
-def test_notebook_runs_the_tiny_demo_and_shows_the_report(tmp_path):
+def test_notebook_runs_the_tiny_demo_and_shows_the_report(tmp_path, tiny_demo):
+  # The notebook runs over a copy of the session's tiny demo run (its stages
+  # read their outputs back; tests/experiments_test.py checks the run
+  # itself): this test is of the notebook's cells, in a plain kernel.
   nbclient = pytest.importorskip('nbclient', reason='pip install -e .[dev]')
   km = _kernel_manager(tmp_path)
   workdir = tmp_path / 'run'
+  shutil.copytree(tiny_demo / 'run', workdir)
   nb = _read()
   client = nbclient.NotebookClient(
       nb, km=km, timeout=CELL_TIMEOUT_S,

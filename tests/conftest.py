@@ -9,6 +9,19 @@ os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') +
     ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache for the session's xdist workers and the
+# processes the tests start (the settings travel as environment variables):
+# most of the suite's time is XLA compiling the same small programs (the tiny
+# model's steps, the metric on the same scene sizes) in several tests. It
+# lives in .pytest_cache (``make clean`` removes it); PREFALIGN_TEST_JAX_CACHE
+# moves it, '' turns it off.
+_CACHE = os.environ.get(
+    'PREFALIGN_TEST_JAX_CACHE',
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 '.pytest_cache', 'jax'))
+if _CACHE:
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -40,3 +53,13 @@ def shared_womd() -> pathlib.Path:
 from tests.crash_rerun import pytest_handlecrashitem  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
 from tests.crash_rerun import pytest_report_teststatus  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
 from tests.crash_rerun import pytest_terminal_summary  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+
+
+@pytest.fixture(scope='session')
+def tiny_demo(tmp_path_factory) -> pathlib.Path:
+  """The session's one end-to-end run of the main job (``tests/tiny_demo.py``)."""
+  from tests import tiny_demo as tiny_demo_lib  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent  # the workers' common folder, this session's only
+  return tiny_demo_lib.shared_run(base / 'tiny_demo')

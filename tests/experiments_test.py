@@ -3,11 +3,13 @@
 import json
 import pathlib
 import re
+import shutil
 
 import pytest
 
 from experiments import stages
 from experiments.configs import base
+from tests import tiny_demo as tiny_demo_lib
 
 
 def test_data_stages_run_and_resume(tmp_path, capsys):
@@ -230,22 +232,14 @@ def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   assert not (tmp_path / 'data').exists()
 
 
-def test_demo_runlocal_end_to_end_with_baselines_and_report(tmp_path, capsys):
+def test_demo_runlocal_end_to_end_with_baselines_and_report(
+    tiny_demo, tmp_path_factory, capsys):
   """The main job's stages on a tiny budget: every method, the scaling
-  sweep and the ablation from one collection, then the report."""
-  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
-  config = demo.get_config('runlocal')
-  config.pretrain.num_steps = 2
-  config.pretrain.eval_every = 2
-  config.pretrain.checkpoint_every = 2
-  config.collect.num_pairs = 1
-  config.align.num_steps = 2
-  config.compare.methods = 'dpa_omf:ot:cpl,afd:adversarial:cpl'
-  config.compare.scaling = '0.5'
-  config.compare.ablation = 'collision'
-  config.report.animation_steps = 5
-  stages.run(config, str(tmp_path))
-  out = capsys.readouterr().out
+  sweep and the ablation from one collection, then the report (the run is
+  the session's shared ``tiny_demo``)."""
+  config = tiny_demo_lib.config()
+  tmp_path = tiny_demo / 'run'
+  out = (tiny_demo / 'stdout.txt').read_text()
   assert 'realism on sumo_heldout: reference:' in out
   assert 'done in' in out
   out = tmp_path / 'compare'
@@ -288,7 +282,9 @@ def test_demo_runlocal_end_to_end_with_baselines_and_report(tmp_path, capsys):
                (tmp_path / 'stages.jsonl').read_text().splitlines()]
   assert [r['stage'] for r in stage_log] == list(config.stages)
 
-  stages.run(config, str(tmp_path))  # everything is read back
+  copy = tmp_path_factory.mktemp('demo') / 'run'
+  shutil.copytree(tmp_path, copy)
+  stages.run(config, str(copy))  # everything is read back
   assert capsys.readouterr().out.count('(skipped)') == len(
       config.stages)
 
