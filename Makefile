@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   set up .venv and run the main job on the embedded default data
-#   make test   set up .venv and run the whole test suite
+#   make test   set up .venv, lint the tree, run the whole test suite
 # Both create their own virtual environment (Python 3.11 when available).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?= -n auto
 
-.PHONY: demo test venv protos clean
+.PHONY: demo test lint venv protos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m experiments.main --config=experiments/configs/demo.py --workdir=$(WORKDIR)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml ([tool.ruff]); `ruff check --fix .`
+# mends what it can.
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
 
 # Regenerate prefalign/data/protos/*_pb2.py after editing a .proto file.
 protos: $(STAMP)

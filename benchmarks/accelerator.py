@@ -51,20 +51,20 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import _flops  # pylint: disable=wrong-import-position  (this folder)
-import _shared  # pylint: disable=wrong-import-position  (this folder)
+import _flops
+import _shared
 
-from prefalign import datatypes  # pylint: disable=wrong-import-position
-from prefalign import rollout  # pylint: disable=wrong-import-position
-from prefalign.data import synthetic  # pylint: disable=wrong-import-position
-from prefalign.data import womd  # pylint: disable=wrong-import-position
-from prefalign.metrics import wosac  # pylint: disable=wrong-import-position
-from prefalign.model import motion_lm  # pylint: disable=wrong-import-position
-from prefalign.preference import occupancy  # pylint: disable=wrong-import-position
-from prefalign.preference import ranking  # pylint: disable=wrong-import-position
-from prefalign.train import parallel  # pylint: disable=wrong-import-position
-from prefalign.train import steps  # pylint: disable=wrong-import-position
-from prefalign.train.state import TrainState  # pylint: disable=wrong-import-position
+from prefalign import datatypes
+from prefalign import rollout
+from prefalign.data import synthetic
+from prefalign.data import womd
+from prefalign.metrics import wosac
+from prefalign.model import motion_lm
+from prefalign.preference import occupancy
+from prefalign.preference import ranking
+from prefalign.train import parallel
+from prefalign.train import steps
+from prefalign.train.state import TrainState
 
 # Dense peaks in TFLOP/s: (matrix products with FP32 inputs, i.e. TF32 tensor
 # cores; FP32 vector), by device-kind substring, most specific first.

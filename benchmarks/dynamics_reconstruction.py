@@ -27,11 +27,11 @@ import pathlib
 import platform
 import time
 
+import _shared  # this folder
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import _shared  # this folder
 from prefalign import datatypes
 from prefalign.data import womd
 from prefalign.sim import dynamics

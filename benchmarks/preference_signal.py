@@ -24,7 +24,8 @@ positive means "closer is more realistic".
 Writes ``OUT/signal.json`` and ``OUT/signal.png`` (``OUT/rows.jsonl`` keeps
 finished scenarios: rerunning with the same ``--out`` resumes). Run::
 
-  python benchmarks/preference_signal.py --checkpoint runs/learning/pretrain_sumo/checkpoints \
+  python benchmarks/preference_signal.py \
+      --checkpoint runs/learning/pretrain_sumo/checkpoints \
       --out runs/signal [--scenarios 40] [--rollouts 64]
 
 (the checkpoint: ``benchmarks/pretrain_learning.py``).
@@ -37,13 +38,12 @@ import pathlib
 import platform
 import time
 
+import _shared  # this folder
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 import tqdm
 
-import _shared  # this folder
 from prefalign import evaluation
 from prefalign import preference
 from prefalign import rollout
@@ -116,7 +116,7 @@ def main():
 
   # One line per finished scenario: a rerun with the same --out resumes.
   done_path = out / 'rows.jsonl'
-  rows = ([json.loads(l) for l in done_path.read_text().splitlines()]
+  rows = ([json.loads(line) for line in done_path.read_text().splitlines()]
           if done_path.exists() else [])
   done = {r['scenario_id'] for r in rows}
   bar = tqdm.tqdm(total=args.scenarios, initial=len(rows), desc='scenarios',
@@ -219,9 +219,9 @@ def main():
 
 
 def _plot(result, path, args):
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   x = np.arange(1, args.buckets + 1)
   for name, style in zip(DISTANCES, ('o-', 's-', 'x--')):

@@ -22,9 +22,9 @@ import pathlib
 import platform
 import time
 
+import _shared  # this folder
 import jax
 
-import _shared  # this folder
 from prefalign.data import sumo
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -49,7 +49,7 @@ def _split_real(out: pathlib.Path, num_train: int):
 
 
 def _curve(workdir: pathlib.Path):
-  rows = [json.loads(l) for l in
+  rows = [json.loads(line) for line in
           (workdir / 'metrics.jsonl').read_text().splitlines()]
   return rows
 
@@ -126,9 +126,9 @@ def main():
 
 
 def _plot(results, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   curve = results['pretrain']['curve']
   train = [r for r in curve if r['split'] == 'train' and 'loss' in r]

@@ -25,9 +25,10 @@ rollouts of ``--objects`` rows on shared real WOMD scenarios (cached in
 ``OUT/rollouts-*.npz``, so a rerun only re-solves). Run from the repository
 root::
 
-  python benchmarks/ranking_agreement.py --checkpoint runs/demo/pretrain/checkpoints \
-      [--scenarios 8] [--rollouts 64] [--objects 128] [--out runs/ranking_agreement]
-      [--configs all] [--json out.json]
+  python benchmarks/ranking_agreement.py \
+      --checkpoint runs/demo/pretrain/checkpoints \
+      [--scenarios 8] [--rollouts 64] [--objects 128] \
+      [--out runs/ranking_agreement] [--configs all] [--json out.json]
 """
 
 import argparse
@@ -38,6 +39,7 @@ import pathlib
 import platform
 import time
 
+import _shared  # this folder
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +47,6 @@ from scipy import optimize
 from scipy import stats
 import tqdm
 
-import _shared  # this folder
 from prefalign import datatypes
 from prefalign import rollout
 from prefalign.data import womd

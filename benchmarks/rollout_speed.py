@@ -8,8 +8,8 @@ change the work, so fresh ones are used unless ``--checkpoint`` is given.
 The FLOP floor is the sampler's floating-point operations, counted on its
 jaxpr with the token loop unrolled (``_flops.py``; XLA's cost analysis
 counts a loop body once), divided by the device's peak (``--peak_gflops``;
-for this CPU the AVX2 FMA peak of its cores). Scenarios: the shared real WOMD ones when
-present (128 rows each), else SUMO.
+for this CPU the AVX2 FMA peak of its cores). Scenarios: the shared real
+WOMD ones when present (128 rows each), else SUMO.
 
 ``--envs`` times the same sampler stepping other environments on the same
 scenarios in the same process (compare them as ratios): ``kinematic`` (the
@@ -33,11 +33,10 @@ import statistics
 import tempfile
 import time
 
-import jax
-import numpy as np
-
 import _flops  # this folder
 import _shared  # this folder
+import jax
+
 from prefalign import datatypes
 from prefalign import rollout
 from prefalign.data import sumo
@@ -76,7 +75,7 @@ def _environment(name: str, rows: int):
   if name == 'step':
     return sim_env.StepEnvironment()
   if name == 'waymax':
-    from prefalign.integrations import waymax as wx  # pylint: disable=g-import-not-at-top
+    from prefalign.integrations import waymax as wx
     return wx.WaymaxEnvironment(wx.make_environment(rows))
   raise SystemExit(f'--envs: unknown environment {name!r} '
                    '(kinematic, step, waymax)')
@@ -142,7 +141,7 @@ def main():
     print(name, json.dumps(entry), flush=True)
   first = result['environments'][args.envs.split(',')[0]]
   result.update(first)  # the first environment's numbers at the top level
-  for name, entry in result['environments'].items():
+  for entry in result['environments'].values():
     entry['ratio_to_first'] = (entry['seconds_per_scenario'] /
                                first['seconds_per_scenario'])
   print(json.dumps(result, indent=1))

@@ -31,11 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import _shared  # pylint: disable=wrong-import-position  (this folder)
+import _shared
 
-from prefalign.data import sumo  # pylint: disable=wrong-import-position
-from prefalign.data import womd  # pylint: disable=wrong-import-position
-from prefalign.metrics import wosac  # pylint: disable=wrong-import-position
+from prefalign.data import sumo
+from prefalign.data import womd
+from prefalign.metrics import wosac
+
 
 def log_replay(path_glob, limit):
   """Mean log-replay realism, collision and off-road rates over scenarios.
@@ -110,8 +111,10 @@ def main():
         'rate |')
   print('|---|---|---|---|---|---|')
   for r in rows:
-    speed = (f'{r["per_minute"]:.0f} ({r["simulation_seconds"] / r["seconds"]:.0%})'
-             if 'per_minute' in r else '-')
+    speed = '-'
+    if 'per_minute' in r:
+      ratio = r['simulation_seconds'] / r['seconds']
+      speed = f'{r["per_minute"]:.0f} ({ratio:.0%})'
     c = r.get('counts')
     objs = (f'{c["vehicle"]}/{c["pedestrian"]}/{c["cyclist"]}' if c else '-')
     print(f'| {r["network"]} | {speed} | {objs} | {r["realism"]:.3f} '

@@ -49,12 +49,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import _shared  # pylint: disable=wrong-import-position  (this folder)
+import _shared
 
-from prefalign import datatypes  # pylint: disable=wrong-import-position
-from prefalign.data import sumo  # pylint: disable=wrong-import-position
-from prefalign.data import womd  # pylint: disable=wrong-import-position
-from prefalign.model import tokenizer  # pylint: disable=wrong-import-position
+from prefalign import datatypes
+from prefalign.data import sumo
+from prefalign.data import womd
+from prefalign.model import tokenizer
 
 TYPES = {1: 'vehicle', 2: 'pedestrian', 3: 'cyclist'}
 NOW = datatypes.CURRENT_TIME_INDEX

@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 from prefalign import datatypes
 from prefalign.data import sumo

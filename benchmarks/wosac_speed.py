@@ -34,13 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import _shared  # pylint: disable=wrong-import-position  (this folder)
+import _shared
 
-from prefalign.cli import wosac as wosac_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from prefalign.data import submission  # pylint: disable=wrong-import-position
-from prefalign.data import womd  # pylint: disable=wrong-import-position
-from tests.parity import official_cache  # pylint: disable=wrong-import-position
-from tests.parity import official_env  # pylint: disable=wrong-import-position
+from prefalign.cli import wosac as wosac_cli
+from prefalign.data import submission
+from prefalign.data import womd
+from tests.parity import official_cache
+from tests.parity import official_env
 
 
 def ours(scenario_path, rollout_path, challenge):
@@ -55,10 +55,9 @@ def ours(scenario_path, rollout_path, challenge):
         record=index)
     traj = submission.trajectory_from_scenario_rollouts(
         protos[scenario.scenario_id], example)
-    fn = jax.jit(lambda s, r: wosac_cli.wosac.scenario_metrics(
-        s, r, wosac_cli.wosac.get_config(challenge),
-        max_evaluated=wosac_cli.evaluated_slots(
-            wosac_cli.num_evaluated(scenario))))
+    slots = wosac_cli.evaluated_slots(wosac_cli.num_evaluated(scenario))
+    fn = jax.jit(lambda s, r, slots=slots: wosac_cli.wosac.scenario_metrics(
+        s, r, wosac_cli.wosac.get_config(challenge), max_evaluated=slots))
     state, traj = jax.device_put((example.state, traj))
     start = time.perf_counter()
     first = jax.block_until_ready(fn(state, traj))

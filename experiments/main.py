@@ -28,7 +28,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   if config.get('distributed', False):
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax
     # Multi-host: coordinator address, process count and id come from the
     # cluster environment (SLURM, Open MPI, TPU pods) unless given.
     explicit = {}
@@ -43,9 +43,9 @@ def main(argv):
             f'{config.num_processes} and config.process_id='
             f'{config.process_id} must name this process among them.')
     jax.distributed.initialize(**explicit)
-  from experiments import stages  # pylint: disable=g-import-not-at-top
-  from prefalign import fileio  # pylint: disable=g-import-not-at-top
-  from prefalign.train import loop  # pylint: disable=g-import-not-at-top
+  from experiments import stages
+  from prefalign import fileio
+  from prefalign.train import loop
   try:
     stages.run(config, _WORKDIR.value)
   except loop.Preempted as e:

@@ -15,7 +15,6 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Optional
 
 from prefalign import fileio
 
@@ -36,7 +35,7 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
 
 
 def plot_curves(workdir: pathlib.Path, methods: list[str],
-                path: pathlib.Path) -> Optional[str]:
+                path: pathlib.Path) -> str | None:
   """Pre-training and alignment curves in one figure; None without data."""
   pre = read_jsonl(workdir / 'pretrain' / 'metrics.jsonl')
   runs = {m: read_jsonl(workdir / 'compare' / m / 'metrics.jsonl')
@@ -44,9 +43,9 @@ def plot_curves(workdir: pathlib.Path, methods: list[str],
   runs = {m: rows for m, rows in runs.items() if rows}
   if not pre and not runs:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), layout='constrained')
   ax = axes[0]
   train = [r for r in pre if r['split'] == 'train']
@@ -80,14 +79,14 @@ def plot_curves(workdir: pathlib.Path, methods: list[str],
   return path.name
 
 
-def _cell(b: Optional[dict], fmt: str) -> str:
+def _cell(b: dict | None, fmt: str) -> str:
   if not b or not b.get('n'):
     return '-'
   lo, hi = b['ci']
   return f'{fmt.format(b["mean"])} [{fmt.format(lo)}, {fmt.format(hi)}]'
 
 
-def _signed(b: Optional[dict]) -> str:
+def _signed(b: dict | None) -> str:
   if not b or not b.get('n'):
     return '-'
   lo, hi = b['ci']
@@ -144,8 +143,8 @@ def verdict(results: dict, main: str) -> list[str]:
   return out
 
 
-def copy_figure(src: Optional[os.PathLike], out: pathlib.Path,
-                name: Optional[str] = None) -> Optional[str]:
+def copy_figure(src: os.PathLike | None, out: pathlib.Path,
+                name: str | None = None) -> str | None:
   """Copies an image into the report folder: its name there, or None when
   there is no such image (a figure the run did not make)."""
   if not src or not pathlib.Path(src).exists():
@@ -158,7 +157,7 @@ def copy_figure(src: Optional[os.PathLike], out: pathlib.Path,
 
 def write(out: pathlib.Path, *, title: str, intro: list[str],
           results: dict, main: str, stage_lines: list[str],
-          figures: list[tuple[str, Optional[str], str]]) -> dict[str, str]:
+          figures: list[tuple[str, str | None, str]]) -> dict[str, str]:
   """Writes index.html and report.md into ``out``.
 
   Args:

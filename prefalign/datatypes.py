@@ -16,14 +16,15 @@ current index 10, 80 simulated steps, up to 128 objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import enum
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import chex
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 __all__ = [
     'TIME_INTERVAL',
@@ -194,7 +195,7 @@ class Trajectory:
   @property
   def bbox_corners(self) -> jax.Array:
     """(..., N, T, 4, 2) corners from front-right, counter-clockwise."""
-    from prefalign.sim import geometry  # pylint: disable=g-import-not-at-top
+    from prefalign.sim import geometry
     return geometry.box_corners(self.x, self.y, self.length, self.width,
                                 self.yaw)
 
@@ -203,7 +204,7 @@ class Trajectory:
     return jnp.stack([getattr(self, n) for n in names], axis=-1)
 
   @classmethod
-  def zeros(cls, shape: Sequence[int]) -> 'Trajectory':
+  def zeros(cls, shape: Sequence[int]) -> Trajectory:
     """All-zero (and all-invalid) trajectory of shape (..., N, T)."""
     shape = tuple(shape)
     f = {n: jnp.zeros(shape, jnp.float32) for n in cls._FLOATS}
@@ -220,7 +221,7 @@ class Trajectory:
           f'Trajectory needs at least 2 axes (N, T), got {self.shape}.')
     _check(fields, dtypes, self.shape, 'Trajectory')
 
-  def fill_invalid(self) -> 'Trajectory':
+  def fill_invalid(self) -> Trajectory:
     """Sets every numeric field of invalid states to -1."""
     def fill(v):
       return jnp.where(self.valid, v, jnp.asarray(-1, v.dtype))
@@ -263,7 +264,7 @@ class ObjectMetadata:
     return self.shape[-1]
 
   @classmethod
-  def zeros(cls, shape: Sequence[int]) -> 'ObjectMetadata':
+  def zeros(cls, shape: Sequence[int]) -> ObjectMetadata:
     shape = tuple(shape)
     b = {n: jnp.zeros(shape, jnp.bool_) for n in cls._BOOLS}
     return cls(ids=jnp.zeros(shape, jnp.int32),
@@ -336,7 +337,7 @@ class RoadgraphPoints:
                          (t == MapElementIds.ROAD_EDGE_UNKNOWN))
 
   @classmethod
-  def zeros(cls, shape: Sequence[int]) -> 'RoadgraphPoints':
+  def zeros(cls, shape: Sequence[int]) -> RoadgraphPoints:
     shape = tuple(shape)
     f = {n: jnp.zeros(shape, jnp.float32) for n in cls._FLOATS}
     return cls(types=jnp.zeros(shape, jnp.int32),
@@ -384,7 +385,7 @@ class TrafficLights:
     return jnp.stack([self.x, self.y], axis=-1)
 
   @classmethod
-  def zeros(cls, shape: Sequence[int]) -> 'TrafficLights':
+  def zeros(cls, shape: Sequence[int]) -> TrafficLights:
     shape = tuple(shape)
     return cls(x=jnp.zeros(shape, jnp.float32),
                y=jnp.zeros(shape, jnp.float32),
@@ -424,7 +425,7 @@ class SimulatorState:
   object_metadata: ObjectMetadata
   timestep: jax.Array
   roadgraph_points: RoadgraphPoints
-  sdc_paths: Optional[Any] = None
+  sdc_paths: Any | None = None
 
   @property
   def shape(self) -> tuple[int, ...]:

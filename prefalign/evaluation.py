@@ -10,10 +10,11 @@ beat). ``markdown_report`` renders the result as tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 import functools
 import itertools
 import logging
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,9 +43,9 @@ def evaluate_files(
     top_p: float = 1.0, challenges: Sequence[str] = ('2024', '2025'),
     max_scenarios: int = 0, baselines: bool = True, seed: int = 0,
     keep: int = 0, progress: bool = True,
-    on_scenario: Optional[Callable[[dict], None]] = None,
-    on_rollouts: Optional[Callable[[womd.ScenarioExample, Any], None]] = None,
-    env: Optional[sim_env.Environment] = None,
+    on_scenario: Callable[[dict], None] | None = None,
+    on_rollouts: Callable[[womd.ScenarioExample, Any], None] | None = None,
+    env: sim_env.Environment | None = None,
 ) -> dict[str, Any]:
   """Samples and scores every scenario of some WOMD files.
 

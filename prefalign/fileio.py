@@ -17,6 +17,7 @@ temporary files, and one lock per output directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
 import errno
 import fcntl
@@ -27,13 +28,13 @@ import socket
 import sys
 import tempfile
 import time
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO
 
-__all__ = ['TEMP_SUFFIX', 'atomic_open', 'atomic_write_text', 'save_figure', 'is_temporary',
-           'glob_files', 'remove_temporaries', 'DirLock', 'LockedError',
-           'describe_os_error']
+__all__ = ['TEMP_SUFFIX', 'atomic_open', 'atomic_write_text', 'save_figure',
+           'is_temporary', 'glob_files', 'remove_temporaries', 'DirLock',
+           'LockedError', 'describe_os_error']
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 TEMP_SUFFIX = '.tmp'
 
@@ -132,9 +133,9 @@ class DirLock:
   def __init__(self, folder: PathLike, what: str = 'run'):
     self.folder = os.fspath(folder)
     self.what = what
-    self._fd: Optional[int] = None
+    self._fd: int | None = None
 
-  def acquire(self) -> 'DirLock':
+  def acquire(self) -> DirLock:
     os.makedirs(self.folder, exist_ok=True)
     path = os.path.join(self.folder, self.NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -172,7 +173,7 @@ class DirLock:
       os.close(self._fd)
       self._fd = None
 
-  def __enter__(self) -> 'DirLock':
+  def __enter__(self) -> DirLock:
     return self.acquire()
 
   def __exit__(self, *exc) -> None:

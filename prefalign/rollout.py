@@ -27,11 +27,9 @@ at the current step are not simulated and are invalid in the output.
 
 from __future__ import annotations
 
-from typing import Optional
-
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from prefalign import datatypes
 from prefalign.model import features
@@ -134,7 +132,7 @@ def _start_pose(state: datatypes.SimulatorState
   return jax.tree.map(lambda a: jnp.where(sim, a, 0.0), pose), sim
 
 
-def _check_env(env: Optional[sim_env.Environment],
+def _check_env(env: sim_env.Environment | None,
                tok: tokenizer.TokenizerConfig) -> sim_env.Environment:
   """The sampler's environment: the default, or ``env`` checked."""
   if env is None:
@@ -158,7 +156,7 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                     *, config: motion_lm.ModelConfig, num_rollouts: int = 32,
                     temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0,
-                    env: Optional[sim_env.Environment] = None) -> Rollouts:
+                    env: sim_env.Environment | None = None) -> Rollouts:
   """Samples closed-loop joint rollouts of every scenario of a batch.
 
   Args:
@@ -315,7 +313,7 @@ def replay_tokens(state: datatypes.SimulatorState, token_ids: jax.Array,
 
 
 def to_metric_trajectory(rollouts: Rollouts,
-                         park: Optional[float] = 1e5) -> datatypes.Trajectory:
+                         park: float | None = 1e5) -> datatypes.Trajectory:
   """Rollouts as the WOSAC metric takes them: (B, R, A, 80), every row valid.
 
   Objects that are not simulated are parked far apart (``park`` + 100 m per

@@ -24,11 +24,11 @@ feature (equal ``ids``); see ``_polyline_segments``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import jax
-import numpy as np
 from matplotlib import animation
 from matplotlib import collections as mcoll
 from matplotlib import colors as mcolors
@@ -36,6 +36,7 @@ from matplotlib import figure as mfigure
 from matplotlib import lines as mlines
 from matplotlib import patches as mpatches
 from matplotlib.backends import backend_agg
+import numpy as np
 
 from prefalign import datatypes
 from prefalign import fileio
@@ -48,7 +49,7 @@ _M = datatypes.MapElementIds
 _O = datatypes.ObjectTypeIds
 _S = datatypes.TrafficLightStates
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 # (xmin, xmax, ymin, ymax) in metres.
 Bounds = tuple[float, float, float, float]
 
@@ -177,7 +178,7 @@ def _np(tree: Any) -> Any:
 
 
 def _segment_starts(roadgraph: datatypes.RoadgraphPoints,
-                    mask: Optional[np.ndarray] = None) -> np.ndarray:
+                    mask: np.ndarray | None = None) -> np.ndarray:
   """Indices i of the drawable polyline segments (point i -> point i + 1).
 
   A segment is kept when both points are valid, carry the same ``ids`` (so it
@@ -206,7 +207,7 @@ def _segment_starts(roadgraph: datatypes.RoadgraphPoints,
 
 
 def _polyline_segments(roadgraph: datatypes.RoadgraphPoints,
-                       mask: Optional[np.ndarray] = None) -> np.ndarray:
+                       mask: np.ndarray | None = None) -> np.ndarray:
   """Line segments of the road graph's polyline features.
 
   Args:
@@ -224,7 +225,7 @@ def _polyline_segments(roadgraph: datatypes.RoadgraphPoints,
 
 
 def _polylines(roadgraph: datatypes.RoadgraphPoints,
-               mask: Optional[np.ndarray]) -> tuple[list[np.ndarray],
+               mask: np.ndarray | None) -> tuple[list[np.ndarray],
                                                     np.ndarray]:
   """Groups the kept segments into maximal polylines.
 
@@ -245,7 +246,7 @@ def _polylines(roadgraph: datatypes.RoadgraphPoints,
 
 
 def _polygons(roadgraph: datatypes.RoadgraphPoints,
-              mask: Optional[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+              mask: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
   """(type, (K, 2) vertices) of polygon features with a vertex in ``mask``."""
   valid = np.asarray(roadgraph.valid, bool)
   types = np.asarray(roadgraph.types)
@@ -269,7 +270,7 @@ def _polygons(roadgraph: datatypes.RoadgraphPoints,
 
 
 def _crop_mask(roadgraph: datatypes.RoadgraphPoints, view: Bounds,
-               margin: Optional[float] = None) -> np.ndarray:
+               margin: float | None = None) -> np.ndarray:
   """(P,) bool: valid points inside ``view`` grown by ``margin`` metres.
 
   The default margin is 5 % of the larger view side, at least 5 m, so that
@@ -295,7 +296,7 @@ def _in_view(xy: np.ndarray, view: Bounds, margin: float = 0.0) -> np.ndarray:
 
 
 def _auto_view(center: np.ndarray, half: float, content: np.ndarray,
-               include: Optional[np.ndarray] = None, include_pad: float = 10.0,
+               include: np.ndarray | None = None, include_pad: float = 10.0,
                max_aspect: float = 4.0, pad: float = 5.0) -> Bounds:
   """A view of ``half`` metres around ``center``, trimmed to the content.
 
@@ -341,7 +342,7 @@ def _auto_view(center: np.ndarray, half: float, content: np.ndarray,
   return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
 
 
-def _resolve_view(center: Optional[Sequence[float]], extent: Any,
+def _resolve_view(center: Sequence[float] | None, extent: Any,
                   default_center: np.ndarray, focus: np.ndarray,
                   content: np.ndarray) -> Bounds:
   """Turns the ``center`` / ``extent`` arguments into view bounds."""
@@ -402,7 +403,7 @@ def _draw_roadgraph(ax, roadgraph: datatypes.RoadgraphPoints,
   lines, types = _polylines(roadgraph, mask)
   drawn = set()
   for key, (style_types, kwargs, double) in _LINE_STYLES.items():
-    sel = [l for l, t in zip(lines, types) if t in style_types]
+    sel = [line for line, t in zip(lines, types) if t in style_types]
     if not sel:
       continue
     drawn.add(key.split('_')[0])
@@ -480,7 +481,7 @@ def _object_handles(types_drawn: set[int], sdc: bool,
 
 
 def _new_figure(view: Bounds, legend: bool,
-                figsize: Optional[tuple[float, float]]):
+                figsize: tuple[float, float] | None):
   """A pyplot-free figure with one axes sized to the view's aspect."""
   dx, dy = view[1] - view[0], view[3] - view[2]
   if figsize is None:
@@ -547,18 +548,18 @@ def _as_k_n_t_2(trajectories: Any, num_objects: int) -> np.ndarray:
 def plot_scenario(
     state: datatypes.SimulatorState,
     *,
-    path: Optional[PathLike] = None,
+    path: PathLike | None = None,
     ax: Any = None,
-    title: Optional[str] = None,
-    timestep: Optional[int] = None,
+    title: str | None = None,
+    timestep: int | None = None,
     use_log: bool = True,
     trajectories: Any = None,
-    center: Optional[Sequence[float]] = None,
+    center: Sequence[float] | None = None,
     extent: Any = None,
     show_ids: bool = False,
     dpi: int = 150,
     legend: bool = True,
-    figsize: Optional[tuple[float, float]] = None,
+    figsize: tuple[float, float] | None = None,
 ) -> mfigure.Figure:
   """Draws one scenario at one step.
 
@@ -819,12 +820,12 @@ def animate_rollout(
     *,
     path: PathLike,
     fps: int = 10,
-    title: Optional[str] = None,
-    first_step: Optional[int] = None,
-    center: Optional[Sequence[float]] = None,
+    title: str | None = None,
+    first_step: int | None = None,
+    center: Sequence[float] | None = None,
     extent: Any = None,
     dpi: int = 80,
-    figsize: Optional[tuple[float, float]] = None,
+    figsize: tuple[float, float] | None = None,
     mark_collisions: bool = False,
 ) -> str:
   """Writes a GIF of object boxes moving over the (static) road graph.
@@ -867,11 +868,11 @@ def animate_rollouts(
     *,
     path: PathLike,
     fps: int = 10,
-    first_step: Optional[int] = None,
-    center: Optional[Sequence[float]] = None,
+    first_step: int | None = None,
+    center: Sequence[float] | None = None,
     extent: Any = None,
     dpi: int = 80,
-    figsize: Optional[tuple[float, float]] = None,
+    figsize: tuple[float, float] | None = None,
     mark_collisions: bool = True,
     stride: int = 1,
 ) -> str:
@@ -1028,8 +1029,8 @@ def plot_ranking(
     *,
     preferred: Sequence[int],
     unpreferred: Sequence[int],
-    path: Optional[PathLike] = None,
-    title: Optional[str] = None,
+    path: PathLike | None = None,
+    title: str | None = None,
     dpi: int = 110,
 ) -> mfigure.Figure:
   """Draws one scenario's rollouts ranked by their distance to the log.
@@ -1078,7 +1079,7 @@ def plot_ranking(
   fig = mfigure.Figure(figsize=(16.5, 5.6), layout='constrained')
   backend_agg.FigureCanvasAgg(fig)
   axes = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.0, 1.0, 0.8]))
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   cmap = matplotlib.colormaps['coolwarm']
   order = np.argsort(d, kind='stable')
   rank = np.empty(k_count, int)

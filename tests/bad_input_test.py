@@ -253,7 +253,7 @@ def test_more_objects_than_the_maximum_are_dropped_and_counted(tmp_path):
 # --- exactly one valid object -------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sampler():
   return jax.jit(functools.partial(rollout.sample_rollouts, config=TINY_MODEL,
                                    num_rollouts=32))
@@ -268,7 +268,7 @@ def test_one_valid_object_gives_finite_correct_numbers():
   scene, toks = steps.model_inputs(batch, TINY_MODEL)
   params = motion_lm.init(jax.random.key(0), TINY_MODEL, scene, toks)
   # Pre-training loss: one object's 16 tokens per scenario.
-  loss, sums = jax.jit(functools.partial(steps._loss,  # pylint: disable=protected-access
+  loss, sums = jax.jit(functools.partial(steps._loss,
                                          model_config=TINY_MODEL))(
                                              params, scene, toks)
   assert np.isfinite(loss) and float(sums['count']) == 32
@@ -331,10 +331,10 @@ def test_pretraining_skips_bad_records_as_if_they_were_absent(tmp_path):
   assert got['eval']['eval']['skipped_records'] == len(bad)
   assert got['data']['skipped'] >= len(bad) and ref['data']['skipped'] == 0
   assert 'dirty.tfrecord, record 1:' in got['data']['errors'][0]
-  logged = [json.loads(l) for l in
+  logged = [json.loads(line) for line in
             (tmp_path / 'skip' / 'metrics.jsonl').read_text().splitlines()]
-  assert any(l['split'] == 'data' and l['skipped_records'] >= len(bad)
-             for l in logged)
+  assert any(line['split'] == 'data' and line['skipped_records'] >= len(bad)
+             for line in logged)
 
 
 # --- preference shards --------------------------------------------------------

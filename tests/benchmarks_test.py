@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
-import _flops  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import _flops  # noqa: E402
 
 
 def test_flops_unrolls_loops_and_counts_backward():

@@ -23,10 +23,10 @@ if _CACHE:
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
-import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pathlib  # noqa: E402
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 SHARED_WOMD = pathlib.Path(
     os.environ.get(
@@ -50,15 +50,15 @@ def shared_womd() -> pathlib.Path:
 
 
 # A test that takes its xdist worker down (a native crash) runs once more.
-from tests.crash_rerun import pytest_handlecrashitem  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from tests.crash_rerun import pytest_report_teststatus  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from tests.crash_rerun import pytest_terminal_summary  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from tests.crash_rerun import pytest_handlecrashitem  # noqa: E402,F401
+from tests.crash_rerun import pytest_report_teststatus  # noqa: E402,F401
+from tests.crash_rerun import pytest_terminal_summary  # noqa: E402,F401
 
 
 @pytest.fixture(scope='session')
 def tiny_demo(tmp_path_factory) -> pathlib.Path:
-  """The session's one end-to-end run of the main job (``tests/tiny_demo.py``)."""
-  from tests import tiny_demo as tiny_demo_lib  # pylint: disable=g-import-not-at-top
+  """The session's one end-to-end run of the main job (tests/tiny_demo.py)."""
+  from tests import tiny_demo as tiny_demo_lib
   base = tmp_path_factory.getbasetemp()
   if os.environ.get('PYTEST_XDIST_WORKER'):
     base = base.parent  # the workers' common folder, this session's only

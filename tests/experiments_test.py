@@ -9,6 +9,8 @@ import pytest
 
 from experiments import stages
 from experiments.configs import base
+from experiments.stages import common
+from prefalign.data import womd
 from tests import tiny_demo as tiny_demo_lib
 
 
@@ -18,7 +20,7 @@ def test_data_stages_run_and_resume(tmp_path, capsys):
   out = capsys.readouterr().out
   assert '[data] wrote 4 scenarios of SUMO traffic on cross' in out
   assert (tmp_path / 'inspect' / 'scenario.png').stat().st_size > 10_000
-  info = [json.loads(l) for l in
+  info = [json.loads(line) for line in
           (tmp_path / 'inspect' / 'info.jsonl').read_text().splitlines()]
   assert len(info) == 4
   summary = json.loads((tmp_path / 'replay' / 'summary.json').read_text())
@@ -54,7 +56,7 @@ def test_bad_config_values_stop_before_work(tmp_path):
     ({'compare.methods': 'dpa:ot'}, 'config.compare.methods'),
 ])
 def test_demo_bad_values_stop_before_any_work(tmp_path, overrides, match):
-  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  from experiments.configs import demo
   config = demo.get_config('runlocal')
   for key, value in overrides.items():
     section, name = key.split('.')
@@ -65,21 +67,21 @@ def test_demo_bad_values_stop_before_any_work(tmp_path, overrides, match):
 
 
 def test_report_scenario_out_of_range_is_named(tmp_path):
-  from prefalign.data import synthetic  # pylint: disable=g-import-not-at-top
-  from prefalign.data import tfrecord  # pylint: disable=g-import-not-at-top
+  from prefalign.data import synthetic
+  from prefalign.data import tfrecord
   path = tmp_path / 'two.tfrecord'
   with tfrecord.TFRecordWriter(path) as writer:
     for i in range(2):
       writer.write(synthetic.straight_road_scenario(
           f's{i}', seed=i).SerializeToString())
-  reader = stages.womd.ReaderConfig(max_num_objects=8)
-  assert stages._read_example([str(path)], 1, reader, 'k').scenario_id == 's1'  # pylint: disable=protected-access
+  reader = womd.ReaderConfig(max_num_objects=8)
+  assert common.read_example([str(path)], 1, reader, 'k').scenario_id == 's1'
   with pytest.raises(ValueError, match='config.report.scenario=5: .* only 2'):
-    stages._read_example([str(path)], 5, reader, 'config.report.scenario')  # pylint: disable=protected-access
+    common.read_example([str(path)], 5, reader, 'config.report.scenario')
 
 
 def test_report_without_a_comparison_names_the_missing_stage(tmp_path):
-  from experiments.configs import demo  # pylint: disable=g-import-not-at-top
+  from experiments.configs import demo
   config = demo.get_config('runlocal')
   config.stages = ('report',)
   with pytest.raises(ValueError, match="needs .*compare/results.json"):
@@ -87,7 +89,7 @@ def test_report_without_a_comparison_names_the_missing_stage(tmp_path):
 
 
 def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
-  from experiments.configs import pretrain  # pylint: disable=g-import-not-at-top
+  from experiments.configs import pretrain
   config = pretrain.get_config('runlocal')
   config.data.num_scenarios = 16
   config.data.num_heldout_scenarios = 8
@@ -115,7 +117,7 @@ def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
 
 
 def test_pretrain_bad_values_stop_before_any_work(tmp_path):
-  from experiments.configs import pretrain  # pylint: disable=g-import-not-at-top
+  from experiments.configs import pretrain
   config = pretrain.get_config('runlocal')
   config.pretrain.batch_size = 12
   with pytest.raises(ValueError, match='config.pretrain.batch_size=12'):
@@ -132,8 +134,8 @@ def test_pretrain_bad_values_stop_before_any_work(tmp_path):
 
 
 def test_unknown_config_key_is_refused_by_the_launcher(tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+  import subprocess
+  import sys
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.main',
        '--config=experiments/configs/pretrain.py:runlocal',
@@ -146,8 +148,8 @@ def test_unknown_config_key_is_refused_by_the_launcher(tmp_path):
 
 
 def test_explicit_coordinator_needs_the_process_count_and_id(tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+  import subprocess
+  import sys
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.main',
        '--config=experiments/configs/pretrain.py:runlocal',
@@ -161,7 +163,7 @@ def test_explicit_coordinator_needs_the_process_count_and_id(tmp_path):
 
 
 def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
-  from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
+  from experiments.configs import evaluate
   config = evaluate.get_config('runlocal')
   config.stages = ('data', 'pretrain', 'evaluate')
   config.data.num_scenarios = 8
@@ -178,7 +180,7 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert 'sumo_heldout: realism model' in out
-  from prefalign.data import submission  # pylint: disable=g-import-not-at-top
+  from prefalign.data import submission
   exported = list(submission.read_rollouts(
       str(tmp_path / 'evaluate' / 'sumo_heldout_submission.binproto')))
   assert len(exported) == 1
@@ -199,18 +201,18 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
 
 
 def test_evaluate_simulator_is_checked_before_any_work(tmp_path):
-  from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
+  from experiments.configs import evaluate
   config = evaluate.get_config('runlocal')
   config.evaluate.simulator = 'carla'
   with pytest.raises(ValueError,
                      match="config.evaluate.simulator='carla': expected"):
     stages.run(config, str(tmp_path))
   try:
-    import waymax.env  # pylint: disable=g-import-not-at-top,unused-import
+    import waymax.env  # noqa: F401
   except ImportError:
     config.evaluate.simulator = 'waymax'
-    with pytest.raises(ValueError,
-                       match='config.evaluate.simulator=waymax: .*waymo-waymax'):
+    with pytest.raises(
+        ValueError, match='config.evaluate.simulator=waymax: .*waymo-waymax'):
       stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
 
@@ -224,7 +226,7 @@ def test_evaluate_simulator_is_checked_before_any_work(tmp_path):
     ('glob', '/nowhere/x-*.tfrecord', 'config.collect.glob: no file'),
 ])
 def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
-  from experiments.configs import collect  # pylint: disable=g-import-not-at-top
+  from experiments.configs import collect
   config = collect.get_config('runlocal')
   config.collect[key] = value
   with pytest.raises(ValueError, match=match):
@@ -275,10 +277,10 @@ def test_demo_runlocal_end_to_end_with_baselines_and_report(
   md = (report / 'report.md').read_text()
   assert set(re.findall(r'!\[[^]]*\]\(([^)]+)\)', md)) == set(images)
   assert '<td>dpa_omf</td>' in page and '| afd |' in md
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from PIL import Image
   with Image.open(report / 'before_after.gif') as gif:
     assert gif.n_frames == 3  # 5 steps, every 2nd
-  stage_log = [json.loads(l) for l in
+  stage_log = [json.loads(line) for line in
                (tmp_path / 'stages.jsonl').read_text().splitlines()]
   assert [r['stage'] for r in stage_log] == list(config.stages)
 
@@ -297,7 +299,7 @@ def test_demo_runlocal_end_to_end_with_baselines_and_report(
 ])
 def test_align_bad_values_stop_before_any_work(tmp_path, section, key, value,
                                                match):
-  from experiments.configs import compare  # pylint: disable=g-import-not-at-top
+  from experiments.configs import compare
   config = compare.get_config('runlocal')
   config[section][key] = value
   with pytest.raises(ValueError, match=match):

@@ -149,7 +149,7 @@ def test_huge_length_is_compared_with_the_file_before_reading(
                    _frame(_good(1)))
   size = path.stat().st_size
   monkeypatch.setattr(tfrecord, 'open', lambda p, mode: _ReadSpy(
-      open(p, mode), size), raising=False)  # pylint: disable=consider-using-with
+      open(p, mode), size), raising=False)
   with pytest.raises(tfrecord.RecordError, match=(
       f'record 1: truncated record: expected {length} bytes, only')):
     list(tfrecord.read_records(path))
@@ -248,9 +248,10 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 
 def test_experiments_run_holds_the_workdir(tmp_path, monkeypatch):
-  from experiments import stages  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(stages, '_check', lambda config, workdir: None)
+  import ml_collections
+
+  from experiments import stages
+  monkeypatch.setattr(stages, 'check', lambda config, workdir: None)
   config = ml_collections.ConfigDict({'stages': []})
   with fileio.DirLock(tmp_path, what='experiments.main'):
     with pytest.raises(fileio.LockedError, match=str(os.getpid())):
@@ -264,7 +265,7 @@ _SUMO = sumo.SumoConfig(network='cross', num_scenarios=4, seed=3,
 
 def test_sumo_out_with_other_settings_is_refused(tmp_path, capsys):
   other = dataclasses.replace(_SUMO, seed=4)
-  manifest = {'config_key': sumo._config_key(other),  # pylint: disable=protected-access
+  manifest = {'config_key': sumo._config_key(other),
               'config': dataclasses.asdict(other), 'files': []}
   (tmp_path / 'manifest.json').write_text(json.dumps(manifest))
   with pytest.raises(sumo.SumoError, match=(
@@ -291,7 +292,7 @@ def scenario_file(tmp_path):
 
 def test_plot_on_a_full_disk_leaves_no_truncated_png(tmp_path, monkeypatch,
                                                      capsys, scenario_file):
-  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg
 
   def full_disk(self, target, *args, **kwargs):
     del self, args, kwargs
@@ -353,7 +354,7 @@ def _sumo_run(folder, fcd_steps, summary_steps, cut=None):
 
 
 def test_cut_simulator_output_is_an_error_not_shorter_tracks(tmp_path):
-  whole = sumo._read_run(_sumo_run(tmp_path / 'whole', 30, 30), 31)  # pylint: disable=protected-access
+  whole = sumo._read_run(_sumo_run(tmp_path / 'whole', 30, 30), 31)
   assert whole.end.tolist() == [30]
   cases = {'mid_line': (30, 30, -7, 'ends mid-line'),
            'line_boundary': (20, 30, None, "last step is '1.90'"),
@@ -361,7 +362,7 @@ def test_cut_simulator_output_is_an_error_not_shorter_tracks(tmp_path):
   for name, (fcd, summary, cut, reason) in cases.items():
     folder = _sumo_run(tmp_path / name, fcd, summary, cut)
     with pytest.raises(sumo.SumoError, match=reason):
-      sumo._read_run(folder, 31)  # pylint: disable=protected-access
+      sumo._read_run(folder, 31)
 
 
 # --- 7. directories and non-finite or absurd coordinates --------------------
@@ -437,7 +438,7 @@ def test_config_errors_are_one_line_and_status_2(tmp_path, override,
 
 
 def _state(value: float) -> TrainState:
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
   return TrainState.create({'w': jnp.full((3,), value)},
                            steps.make_optimizer(steps.OptimizerConfig()))
 
@@ -461,7 +462,7 @@ def test_a_step_written_in_place_and_cut_off_is_not_resumed(tmp_path):
   ckpt.close()
   assert (ckdir / '4.incomplete' / '_CHECKPOINT_METADATA').exists()
   # Orbax's own commit file (written last in place) counts as complete.
-  assert checkpoint_lib._is_complete(  # pylint: disable=protected-access
+  assert checkpoint_lib._is_complete(
       _commit(ckdir / '6'), marked=True)
 
 
@@ -493,7 +494,7 @@ def test_writes_are_atomic_everywhere():
     for root, _, names in os.walk(os.path.join(_ROOT, folder)):
       for name in names:
         if name.endswith('.py') and name != 'fileio.py':
-          text = open(os.path.join(root, name)).read()  # pylint: disable=consider-using-with
+          text = open(os.path.join(root, name)).read()
           if "'.tmp'" in text or "'.json.tmp'" in text or 'json.tmp' in text:
             offenders.append(name)
   assert not offenders

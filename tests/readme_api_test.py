@@ -92,7 +92,7 @@ def readme_block() -> str:
 
 def test_readme_example_runs_and_gives_finite_numbers(capsys):
   namespace = {'__name__': '__readme__'}
-  exec(compile(readme_block(), str(README), 'exec'), namespace)  # pylint: disable=exec-used
+  exec(compile(readme_block(), str(README), 'exec'), namespace)
   realism = namespace['realism']
   distances = np.asarray(namespace['distances'])
   loss = namespace['loss']
@@ -151,7 +151,8 @@ def test_top_level_names_are_the_subpackages_objects():
   assert prefalign.rank_rollouts is prefalign.preference.rank_rollouts
   assert prefalign.scenario_metrics is prefalign.metrics.scenario_metrics
   assert prefalign.preference_step is prefalign.train.steps.preference_step
-  assert prefalign.train.preference_step is prefalign.train.steps.preference_step
+  steps = prefalign.train.steps
+  assert prefalign.train.preference_step is steps.preference_step
   assert prefalign.SimulatorState is prefalign.datatypes.SimulatorState
   assert prefalign.read_examples is prefalign.data.womd.read_examples
 

@@ -47,7 +47,7 @@ def setup():
   return scenes_and_model()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sampler(temperature=1.0, top_k=0, top_p=1.0):
   return jax.jit(functools.partial(
       rollout.sample_rollouts, config=CONFIG, num_rollouts=R,
@@ -159,7 +159,7 @@ def test_filter_logits():
 
 
 def test_actor_in_the_simulator_reproduces_the_sampler(setup):
-  from prefalign.sim import env  # pylint: disable=g-import-not-at-top
+  from prefalign.sim import env
   state, _, params = setup
   one = jax.tree.map(lambda a: jnp.asarray(a)[:1], state)
   # The sampler splits rng into B * R streams, the actor into B: with one
@@ -200,8 +200,8 @@ def test_actor_in_the_simulator_reproduces_the_sampler(setup):
 def test_the_sampler_runs_in_any_environment(setup):
   """The default (current step only) and the whole-state environment give
   the same rollouts; a wrong environment is refused up front."""
-  from prefalign.sim import dynamics  # pylint: disable=g-import-not-at-top
-  from prefalign.sim import env  # pylint: disable=g-import-not-at-top
+  from prefalign.sim import dynamics
+  from prefalign.sim import env
   state, _, params = setup
   rng = jax.random.key(5)
   default = _sampler()(params, state, rng)
@@ -220,7 +220,7 @@ def test_the_sampler_runs_in_any_environment(setup):
         np.asarray(getattr(default.trajectory, name)), atol=1e-4,
         err_msg=name)
   whole(params, state, jax.random.key(6))
-  assert whole._cache_size() == 1  # pylint: disable=protected-access
+  assert whole._cache_size() == 1
   assert isinstance(env.StepEnvironment(), env.Environment)
   assert isinstance(env.KinematicEnvironment(), env.Environment)
 

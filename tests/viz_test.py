@@ -4,12 +4,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 from matplotlib import collections as mcoll
 from matplotlib import colors as mcolors
 from matplotlib import figure as mfigure
+import numpy as np
 from PIL import Image
+import pytest
 
 from prefalign import datatypes
 from prefalign import viz
@@ -108,7 +108,7 @@ def test_segments_never_join_features():
   np.testing.assert_allclose(viz._polyline_segments(rg, mask),
                              [[[1, 0], [2, 0]]])
   lines, types = viz._polylines(rg, None)
-  assert [len(l) for l in lines] == [3, 2]
+  assert [len(line) for line in lines] == [3, 2]
   assert list(types) == [_M.LANE_SURFACE_STREET, _M.ROAD_EDGE_BOUNDARY]
   polys = viz._polygons(rg, None)
   assert len(polys) == 1 and polys[0][0] == _M.CROSSWALK
@@ -214,9 +214,9 @@ def test_side_by_side_gif_outlines_overlapping_boxes(state, tmp_path):
   crash = log.replace(x=np.array(log.x), y=np.array(log.y))
   crash.x[both[1]] = log.x[both[0]]
   crash.y[both[1]] = log.y[both[0]]
-  hits = viz._overlapping(*viz._rollout_arrays(state, crash))  # pylint: disable=protected-access
+  hits = viz._overlapping(*viz._rollout_arrays(state, crash))
   assert hits[both].all() and not np.delete(hits, both, 0).any()
-  assert not viz._overlapping(*viz._rollout_arrays(state, log)).any()  # pylint: disable=protected-access
+  assert not viz._overlapping(*viz._rollout_arrays(state, log)).any()
   path = tmp_path / 'pair.gif'
   viz.animate_rollouts(state, {'log': log, 'crash': crash}, path=path,
                        dpi=40)

@@ -19,9 +19,8 @@ from prefalign import rollout
 from prefalign.data import womd
 from prefalign.sim import dynamics
 from prefalign.sim import env as sim_env
-
-from tests.rollout_test import CONFIG  # noqa: E402  pylint: disable=g-bad-import-order
-from tests.rollout_test import scenes_and_model  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.rollout_test import CONFIG  # noqa: E402
+from tests.rollout_test import scenes_and_model  # noqa: E402
 
 SKIP = ('Waymax is not installed (waymo-waymax comes from its git '
         'repository, with TensorFlow; README "Running inside Waymax")')
@@ -40,7 +39,6 @@ def test_a_package_that_is_not_waymax_is_refused(monkeypatch):
   with pytest.raises(ImportError, match='waymo-waymax'):
     importlib.import_module('prefalign.integrations.waymax')
   # Importing the package itself never touches Waymax.
-  import prefalign.integrations  # pylint: disable=g-import-not-at-top,unused-import
   assert 'prefalign.integrations.waymax' not in sys.modules
 
 
@@ -191,7 +189,7 @@ def test_rollout_through_waymax_equals_ours(wx, setup, dynamics_name):
   gap = _max_gap(a.trajectory, b.trajectory, valid)
   assert gap < 1e-4, gap
   in_waymax(params, state, jax.random.key(8))
-  assert in_waymax._cache_size() == 1  # pylint: disable=protected-access
+  assert in_waymax._cache_size() == 1
 
 
 def test_other_waymax_dynamics_run_the_sampler(wx, setup):
@@ -283,9 +281,10 @@ def test_waymax_metrics_agree_with_our_geometry(wx, setup):
 def test_no_dependency_names_the_squatted_distribution():
   """``waymax`` on PyPI is not Waymax: no requirement of any extra may name
   it (Waymax is ``waymo-waymax``, from its git repository)."""
-  import pathlib  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  import tomllib  # pylint: disable=g-import-not-at-top
+  import pathlib
+  import re
+
+  import tomllib
   meta = tomllib.loads((pathlib.Path(__file__).resolve().parents[1] /
                         'pyproject.toml').read_text())['project']
   reqs = list(meta['dependencies'])
@@ -300,10 +299,11 @@ def test_evaluation_inside_waymax_scores_as_natively(wx, tmp_path):
   """``--config.evaluate.simulator=waymax``: the evaluate stage samples in
   Waymax and scores what the native simulator scores."""
   del wx
-  import json  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
-  from experiments import stages  # pylint: disable=g-import-not-at-top
-  from experiments.configs import evaluate  # pylint: disable=g-import-not-at-top
+  import json
+  import shutil
+
+  from experiments import stages
+  from experiments.configs import evaluate
   config = evaluate.get_config('runlocal')
   config.stages = ('data', 'pretrain', 'evaluate')
   config.data.num_scenarios = 4

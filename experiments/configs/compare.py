@@ -17,9 +17,9 @@ reference, held-out pair accuracy and KL(policy || reference);
 Every part resumes: finished runs and scores are read back.
 """
 
-from experiments.configs import align
-
 import ml_collections
+
+from experiments.configs import align
 
 
 def get_config(arg=None):

@@ -21,10 +21,10 @@ writes WOMD-format scenarios (``prefalign.data.sumo``): sharded TFRecords and
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import json
 import sys
 import time
-from typing import Optional, Sequence
 
 from prefalign import fileio
 from prefalign.data import womd
@@ -46,7 +46,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-  from prefalign import viz  # pylint: disable=g-import-not-at-top
+  from prefalign import viz
   config = womd.ReaderConfig(max_num_objects=None, max_roadgraph_points=None,
                              max_traffic_lights=None)
   for example in womd.read_examples(args.file, config):
@@ -60,7 +60,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _sumo(args: argparse.Namespace) -> int:
-  from prefalign.data import sumo  # pylint: disable=g-import-not-at-top
+  from prefalign.data import sumo
   if args.list:
     for name, net in sumo.NETWORKS.items():
       print(f'{name:24s} {net.description}')
@@ -77,7 +77,7 @@ def _sumo(args: argparse.Namespace) -> int:
   def progress(done, _):
     nonlocal bar
     try:
-      import tqdm  # pylint: disable=g-import-not-at-top
+      import tqdm
     except ImportError:
       return
     if bar is None:  # made at the first scenario: errors come before it
@@ -99,7 +99,7 @@ def _sumo(args: argparse.Namespace) -> int:
   return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='prefalign-data', description=__doc__,
                                    formatter_class=argparse.RawTextHelpFormatter)
   sub = parser.add_subparsers(dest='command', required=True)

@@ -21,10 +21,10 @@ per scenario and a final ``{"aggregate": ...}`` object.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import json
 import sys
 import time
-from typing import Optional, Sequence
 
 import jax
 
@@ -86,7 +86,7 @@ def _metric_fn(config: wosac.MetricConfig, max_evaluated: int):
 
 
 def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
-             num_rollouts: Optional[int] = submission.NUM_ROLLOUTS,
+             num_rollouts: int | None = submission.NUM_ROLLOUTS,
              progress=None):
   """Yields ``(scenario_id, metrics dict)`` for every scenario with rollouts.
 
@@ -128,7 +128,7 @@ def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
         f'{list(scenario_paths)}: {missing[:5]}')
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='prefalign-wosac', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)

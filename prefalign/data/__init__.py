@@ -25,19 +25,19 @@ from prefalign.data.submission import write_rollouts
 from prefalign.data.submission import write_submission
 from prefalign.data.submission import write_submission_shards
 from prefalign.data.tfrecord import DataError
-from prefalign.data.tfrecord import read_records
 from prefalign.data.tfrecord import RecordError
 from prefalign.data.tfrecord import TFRecordWriter
+from prefalign.data.tfrecord import read_records
 from prefalign.data.tfrecord import write_records
+from prefalign.data.womd import ReaderConfig
+from prefalign.data.womd import ReadStats
+from prefalign.data.womd import ScenarioExample
 from prefalign.data.womd import expand_paths
 from prefalign.data.womd import parse_scenario
 from prefalign.data.womd import read_examples
 from prefalign.data.womd import read_scenarios
-from prefalign.data.womd import ReaderConfig
-from prefalign.data.womd import ReadStats
 from prefalign.data.womd import scenario_from_state
 from prefalign.data.womd import scenario_info
-from prefalign.data.womd import ScenarioExample
 from prefalign.data.womd import state_from_scenario
 
 __all__ = [

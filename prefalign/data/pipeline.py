@@ -16,10 +16,10 @@ processes, records are split instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 import queue
 import threading
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class PipelineConfig:
   shuffle: bool = False
   shuffle_buffer: int = 1
   seed: int = 0
-  num_epochs: Optional[int] = 1
+  num_epochs: int | None = 1
   process_index: int = 0
   process_count: int = 1
   skip_bad_records: bool = False
@@ -71,7 +71,7 @@ class Batch:
   """
   state: datatypes.SimulatorState
   scenario_ids: list[str]
-  sources: list[tuple[Optional[str], Optional[int]]]
+  sources: list[tuple[str | None, int | None]]
 
   @property
   def batch_size(self) -> int:
@@ -96,10 +96,10 @@ def shard_paths(paths: Sequence[str], process_index: int,
 
 
 def scenarios(
-    patterns: Union[str, Sequence[str]],
+    patterns: str | Sequence[str],
     config: PipelineConfig = PipelineConfig(), *,
-    filter_fn: Optional[Callable[[womd.ScenarioExample], bool]] = None,
-    stats: Optional[womd.ReadStats] = None,
+    filter_fn: Callable[[womd.ScenarioExample], bool] | None = None,
+    stats: womd.ReadStats | None = None,
 ) -> Iterator[womd.ScenarioExample]:
   """Streams converted scenarios from files, globs or ``name@N`` patterns.
 
@@ -231,7 +231,7 @@ def prefetch(iterator: Iterable, size: int = 2) -> Iterator:
         if not put(item):
           return
       put(_END)
-    except BaseException as e:  # pylint: disable=broad-except
+    except BaseException as e:
       put(e)
 
   thread = threading.Thread(target=produce, daemon=True,

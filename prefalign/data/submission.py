@@ -37,15 +37,15 @@ into place only when complete, so a failure never leaves a partial file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 import contextlib
 import os
 import re
 import struct
 import tarfile
-from typing import (Iterable, Iterator, Optional, Sequence, Union)
 
-import numpy as np
 from google.protobuf import message as pb_message
+import numpy as np
 
 from prefalign import datatypes
 from prefalign import fileio
@@ -72,8 +72,8 @@ __all__ = [
 ]
 
 DataError = tfrecord.DataError
-PathLike = Union[str, os.PathLike]
-StateLike = Union[datatypes.SimulatorState, womd.ScenarioExample]
+PathLike = str | os.PathLike
+StateLike = datatypes.SimulatorState | womd.ScenarioExample
 
 SimulatedTrajectory = submission_pb2.SimulatedTrajectory
 JointScene = submission_pb2.JointScene
@@ -96,8 +96,8 @@ _MAX_LISTED = 10
 # Helpers.
 
 
-def _unpack(state: StateLike, scenario_id: Optional[str]
-            ) -> tuple[datatypes.SimulatorState, Optional[str]]:
+def _unpack(state: StateLike, scenario_id: str | None
+            ) -> tuple[datatypes.SimulatorState, str | None]:
   """(state, expected scenario id) from a state or a ScenarioExample."""
   if isinstance(state, womd.ScenarioExample):
     if scenario_id is not None and scenario_id != state.scenario_id:
@@ -139,7 +139,7 @@ def _check_message(msg, name: str) -> None:
 
 def _has_unknown_fields(msg: pb_message.Message) -> bool:
   try:
-    from google.protobuf import unknown_fields  # pylint: disable=g-import-not-at-top
+    from google.protobuf import unknown_fields
     return len(unknown_fields.UnknownFieldSet(msg)) > 0
   except ImportError:  # protobuf < 4.24
     return len(msg.UnknownFields()) > 0
@@ -180,7 +180,7 @@ MAX_ABS_COORDINATE = 1e5
 
 def scenario_rollouts_from_trajectory(
     state: StateLike,
-    scenario_id: Optional[str],
+    scenario_id: str | None,
     rollouts: datatypes.Trajectory,
     *,
     allow_invalid: bool = False,
@@ -266,7 +266,7 @@ def scenario_rollouts_from_trajectory(
 
 
 def _gather(proto: ScenarioRollouts, state: datatypes.SimulatorState,
-            sid: Optional[str]) -> np.ndarray:
+            sid: str | None) -> np.ndarray:
   """Checks every joint scene; returns float32 (4, R, N, 80) coordinates.
 
   Coordinates follow ``_COORDS``; rows that are not sim agents hold -1.
@@ -350,7 +350,7 @@ def _gather(proto: ScenarioRollouts, state: datatypes.SimulatorState,
   return out
 
 
-def _check_scenario_id(proto: ScenarioRollouts, expected: Optional[str],
+def _check_scenario_id(proto: ScenarioRollouts, expected: str | None,
                        required: bool) -> str:
   sid = proto.scenario_id
   if not sid and required:
@@ -367,7 +367,7 @@ def trajectory_from_scenario_rollouts(
     proto: ScenarioRollouts,
     state: StateLike,
     *,
-    scenario_id: Optional[str] = None,
+    scenario_id: str | None = None,
 ) -> datatypes.Trajectory:
   """Unpacks a ``ScenarioRollouts`` onto the rows of ``state``.
 
@@ -429,7 +429,7 @@ def validate_scenario_rollouts(
     state: StateLike,
     *,
     num_rollouts: int = NUM_ROLLOUTS,
-    scenario_id: Optional[str] = None,
+    scenario_id: str | None = None,
 ) -> None:
   """The official ``validate_scenario_rollouts`` rules, plus finiteness.
 
@@ -474,7 +474,7 @@ def _submission_header(
     *,
     account_name: str,
     unique_method_name: str,
-    authors: Union[str, Sequence[str]],
+    authors: str | Sequence[str],
     affiliation: str,
     description: str,
     method_link: str,
@@ -544,7 +544,7 @@ def write_submission(
     *,
     account_name: str,
     unique_method_name: str,
-    authors: Union[str, Sequence[str]],
+    authors: str | Sequence[str],
     affiliation: str,
     description: str,
     method_link: str,
@@ -613,7 +613,7 @@ def write_submission_shards(
     scenario_rollouts: Iterable[ScenarioRollouts],
     num_shards: int,
     *,
-    archive: Optional[PathLike] = None,
+    archive: PathLike | None = None,
     **meta,
 ) -> list[str]:
   """Writes a sharded submission, optionally packed for upload.
@@ -713,7 +713,7 @@ def _read_tfrecord(path: str) -> Iterator[ScenarioRollouts]:
     yield sr
 
 
-def read_rollouts(paths: Union[PathLike, Sequence[PathLike]]
+def read_rollouts(paths: PathLike | Sequence[PathLike]
                   ) -> Iterator[ScenarioRollouts]:
   """Yields every ``ScenarioRollouts`` in the given files, in file order.
 

@@ -34,6 +34,7 @@ counts), written atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 import csv
 import dataclasses
 import functools
@@ -46,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -192,7 +192,7 @@ class SumoConfig:
   max_tracks_to_predict: int = 8
   warmup_s: float = 60.0
   window_stride_s: float = 3.0
-  egos_per_window: Optional[int] = None
+  egos_per_window: int | None = None
   point_spacing: float = 0.5
   lane_change_duration: float = 3.0
   shard_size: int = 64
@@ -219,7 +219,7 @@ class SumoConfig:
 def sumo_home() -> pathlib.Path:
   """``$SUMO_HOME`` of the installed ``eclipse-sumo`` package."""
   try:
-    import sumo  # pylint: disable=g-import-not-at-top
+    import sumo
   except ImportError as e:
     raise SumoError('SUMO is not installed: pip install eclipse-sumo sumolib '
                     '(the project\'s own install does this)') from e
@@ -306,9 +306,9 @@ class NetworkMap:
 @functools.lru_cache(maxsize=8)
 def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
   """The map of a ``NETWORKS`` entry (cached per process)."""
-  import sumolib  # pylint: disable=g-import-not-at-top
-  import shapely  # pylint: disable=g-import-not-at-top
-  from shapely import geometry as sg  # pylint: disable=g-import-not-at-top
+  import shapely
+  from shapely import geometry as sg
+  import sumolib
 
   network = NETWORKS[name]
   net = sumolib.net.readNet(str(network_path(network)), withInternal=True,
@@ -356,7 +356,7 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
       kinds.append(('lane', lane_type))
     # Lane markings between neighbouring drivable lanes of a road.
     if function == 'normal':
-      lanes = [l for l in edge.getLanes() if is_drivable(l)]
+      lanes = [lane for lane in edge.getLanes() if is_drivable(lane)]
       for right, left in zip(lanes[:-1], lanes[1:]):
         a, b = _xyz(right.getShape()), _xyz(left.getShape())
         if len(a) == len(b) and len(a) >= 2 and right.getIndex() + 1 == (
@@ -366,8 +366,8 @@ def network_map(name: str, point_spacing: float = 0.5) -> NetworkMap:
                         map_pb2.RoadLine.TYPE_BROKEN_SINGLE_WHITE))
   for node in net.getNodes():
     shape = node.getShape()
-    if len(shape) >= 3 and any(is_drivable(l) for e in node.getIncoming()
-                               for l in e.getLanes()):
+    if len(shape) >= 3 and any(is_drivable(lane) for e in node.getIncoming()
+                               for lane in e.getLanes()):
       poly = sg.Polygon(np.asarray(shape)[:, :2])
       if poly.is_valid and poly.area > 0:
         drivable.append(poly)
@@ -697,7 +697,7 @@ def _choose_egos(tracks, k, rows, valid, rng, count, radius):
 
 def _scenario(cfg: SumoConfig, tracks: Tracks, netmap: NetworkMap,
               first: int, k, rows, valid, ego: int, scenario_id: str
-              ) -> Optional[scenario_pb2.Scenario]:
+              ) -> scenario_pb2.Scenario | None:
   """One Scenario proto around window row ``ego``."""
   x, y = tracks.x[rows], tracks.y[rows]
   # The map covers everything within radius + margin of the ego's path;
@@ -810,8 +810,8 @@ def _add_map(s, netmap: NetworkMap, box):
 
 
 def _add_signals(s, netmap: NetworkMap, tracks: Tracks, first, box):
-  links = [l for l in netmap.links
-           if _in_box(l[3], box) and l[0] in tracks.tls]
+  links = [link for link in netmap.links
+           if _in_box(link[3], box) and link[0] in tracks.tls]
   for t in range(NUM_STEPS):
     dyn = s.dynamic_map_states.add()
     done = set()
@@ -857,7 +857,7 @@ def _config_key(cfg: SumoConfig) -> str:
 
 
 def generate(cfg: SumoConfig, out_dir: os.PathLike, *,
-             progress: Optional[Callable[[int, int], None]] = None,
+             progress: Callable[[int, int], None] | None = None,
              keep_workdir: bool = False) -> dict:
   """Writes ``cfg.num_scenarios`` scenarios as sharded TFRecords.
 

@@ -7,8 +7,6 @@ they can live in the repository and run anywhere.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from prefalign import datatypes
@@ -36,7 +34,7 @@ def straight_road_scenario(
     with_traffic_light: bool = True,
     seed: int = 0,
     origin: tuple[float, float] = (0.0, 0.0),
-    invalid_gap: Optional[tuple[int, int, int]] = None,
+    invalid_gap: tuple[int, int, int] | None = None,
 ) -> scenario_pb2.Scenario:
   """A two-lane road along +x with agents driving east and west.
 

@@ -2,7 +2,8 @@
 
 A TFRecord file is a sequence of records, each framed as::
 
-  uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)
+  uint64 length | uint32 masked_crc32c(length) | data |
+  uint32 masked_crc32c(data)
 
 (little endian). ``masked_crc32c`` rotates the CRC32C (Castagnoli) checksum and
 adds a constant, as TensorFlow and Waymo's tools do. Both checksums are
@@ -12,11 +13,12 @@ file and the record index instead of being parsed into nonsense.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 import contextlib
 import dataclasses
 import os
 import struct
-from typing import BinaryIO, Iterable, Iterator, Optional, Union
+from typing import BinaryIO
 
 import google_crc32c
 
@@ -31,7 +33,7 @@ __all__ = [
     'TFRecordWriter',
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 _HEADER = struct.Struct('<QI')
 _FOOTER = struct.Struct('<I')
@@ -41,8 +43,8 @@ _MASK_DELTA = 0xA282EAD8
 class DataError(ValueError):
   """Bad input data; the message names the file, record and scenario."""
 
-  def __init__(self, message: str, *, path: Optional[PathLike] = None,
-               record: Optional[int] = None, scenario_id: Optional[str] = None):
+  def __init__(self, message: str, *, path: PathLike | None = None,
+               record: int | None = None, scenario_id: str | None = None):
     where = []
     if path is not None:
       where.append(f'file {os.fspath(path)}')
@@ -88,13 +90,13 @@ class _Reader:
   path: PathLike
   check_crc: bool
 
-  def __iter__(self) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
+  def __iter__(self) -> Iterator[tuple[int, bytes | RecordError]]:
     with open(self.path, 'rb') as f:
       size = os.fstat(f.fileno()).st_size
       yield from self._records(f, size)
 
   def _frame(self, f: BinaryIO, pos: int, size: int, index: int
-             ) -> tuple[Optional[bytes], Optional[RecordError], bool]:
+             ) -> tuple[bytes | None, RecordError | None, bool]:
     """The frame at ``pos``: (data, error, framing intact)."""
     f.seek(pos)
     header = f.read(_HEADER.size)
@@ -161,7 +163,7 @@ class _Reader:
     return size
 
   def _records(self, f: BinaryIO, size: int
-               ) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
+               ) -> Iterator[tuple[int, bytes | RecordError]]:
     pos, index = 0, 0
     while pos < size:
       data, err, intact = self._frame(f, pos, size, index)
@@ -192,7 +194,7 @@ class _Reader:
 
 def read_records(path: PathLike, *, check_crc: bool = True,
                  skip_bad_records: bool = False
-                 ) -> Iterator[tuple[int, Union[bytes, RecordError]]]:
+                 ) -> Iterator[tuple[int, bytes | RecordError]]:
   """Yields ``(record_index, payload)`` for every record of a TFRecord file.
 
   Args:
@@ -235,7 +237,7 @@ class TFRecordWriter:
   def __init__(self, path: PathLike):
     self._path = os.fspath(path)
     self._context = fileio.atomic_open(self._path, 'wb')
-    self._file: Optional[BinaryIO] = self._context.__enter__()
+    self._file: BinaryIO | None = self._context.__enter__()
     self.num_records = 0
 
   def write(self, data: bytes) -> None:
@@ -262,7 +264,7 @@ class TFRecordWriter:
     with contextlib.suppress(_Abort):
       self._context.__exit__(_Abort, _Abort(), None)
 
-  def __enter__(self) -> 'TFRecordWriter':
+  def __enter__(self) -> TFRecordWriter:
     return self
 
   def __exit__(self, exc_type, exc, tb) -> None:
@@ -277,7 +279,7 @@ class _Abort(Exception):
 
 
 def write_records(path: PathLike, records: Iterable[bytes]) -> int:
-  """Writes ``records`` to a new TFRecord file; returns how many were written."""
+  """Writes ``records`` to a new TFRecord file; returns how many it wrote."""
   with TFRecordWriter(path) as w:
     for r in records:
       w.write(r)

@@ -26,13 +26,13 @@ round trip ``Scenario -> SimulatorState -> Scenario`` uses.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 import dataclasses
 import glob as glob_lib
 import os
-from typing import Iterator, Optional, Sequence, Union
 
-import numpy as np
 from google.protobuf import message as pb_message
+import numpy as np
 
 from prefalign import datatypes
 from prefalign import fileio
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DataError = tfrecord.DataError
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 _LANE_TYPE_TO_ID = {0: 0, 1: 1, 2: 2, 3: 3}
 _ROAD_LINE_OFFSET = 5  # RoadLine.TYPE_UNKNOWN (0) -> ROAD_LINE_UNKNOWN (5).
@@ -89,9 +89,9 @@ class ReaderConfig:
       current step, which WOSAC scores) is an error instead, so a realism
       number is never computed over a subset of a scenario's agents.
   """
-  max_num_objects: Optional[int] = 128
-  max_roadgraph_points: Optional[int] = 30_000
-  max_traffic_lights: Optional[int] = 32
+  max_num_objects: int | None = 128
+  max_roadgraph_points: int | None = 30_000
+  max_traffic_lights: int | None = 32
   num_timesteps: int = datatypes.NUM_TIMESTEPS
   require_roadgraph: bool = True
   min_valid_objects: int = 1
@@ -104,10 +104,10 @@ class ScenarioExample:
   """One converted scenario and where it came from."""
   state: datatypes.SimulatorState
   scenario_id: str
-  path: Optional[str] = None
-  record: Optional[int] = None
+  path: str | None = None
+  record: int | None = None
   # Index of each state row in the Scenario's ``tracks`` (-1 for padding).
-  track_index: Optional[np.ndarray] = None
+  track_index: np.ndarray | None = None
   # Tracks, and sim agents among them, left out by ``max_num_objects``.
   num_dropped_objects: int = 0
   num_dropped_sim_agents: int = 0
@@ -137,7 +137,7 @@ class ReadStats:
     self.num_skipped += 1
     self.errors.append(str(err))
 
-  def count(self, example: 'ScenarioExample') -> None:
+  def count(self, example: ScenarioExample) -> None:
     """Adds a converted scenario's dropped tracks."""
     if example.num_dropped_objects:
       self.num_truncated += 1
@@ -156,8 +156,8 @@ class ReadStats:
 # Parsing and checking.
 
 
-def parse_scenario(data: bytes, *, path: Optional[PathLike] = None,
-                   record: Optional[int] = None) -> scenario_pb2.Scenario:
+def parse_scenario(data: bytes, *, path: PathLike | None = None,
+                   record: int | None = None) -> scenario_pb2.Scenario:
   """Parses one record into a ``Scenario`` and checks its structure.
 
   Raises:
@@ -175,8 +175,8 @@ def parse_scenario(data: bytes, *, path: Optional[PathLike] = None,
 
 
 def check_scenario(scenario: scenario_pb2.Scenario, *,
-                   path: Optional[PathLike] = None,
-                   record: Optional[int] = None) -> None:
+                   path: PathLike | None = None,
+                   record: int | None = None) -> None:
   """Structural checks that do not depend on a ReaderConfig.
 
   Raises:
@@ -292,7 +292,7 @@ def _pad(a: np.ndarray, size: int, axis: int, fill) -> np.ndarray:
 
 def _select_objects(tracks: dict[str, np.ndarray], sdc: int,
                     priority: np.ndarray, current: int,
-                    limit: Optional[int]) -> np.ndarray:
+                    limit: int | None) -> np.ndarray:
   """Indices of the tracks to keep, in original order."""
   n = tracks['x'].shape[0]
   if limit is None or n <= limit:
@@ -316,7 +316,7 @@ def _select_objects(tracks: dict[str, np.ndarray], sdc: int,
 
 
 def _road_graph(scenario: scenario_pb2.Scenario, ref_xy: np.ndarray,
-                limit: Optional[int]) -> dict[str, np.ndarray]:
+                limit: int | None) -> dict[str, np.ndarray]:
   feats = []
   for f in scenario.map_features:
     pts = _feature_points(f)
@@ -345,7 +345,7 @@ def _road_graph(scenario: scenario_pb2.Scenario, ref_xy: np.ndarray,
 
 
 def _traffic_lights(scenario: scenario_pb2.Scenario, num_steps: int,
-                    ref_xy: np.ndarray, limit: Optional[int]):
+                    ref_xy: np.ndarray, limit: int | None):
   lanes: dict[int, int] = {}
   for dyn in scenario.dynamic_map_states:
     for ls in dyn.lane_states:
@@ -376,8 +376,8 @@ def state_from_scenario(
     scenario: scenario_pb2.Scenario,
     config: ReaderConfig = ReaderConfig(),
     *,
-    path: Optional[PathLike] = None,
-    record: Optional[int] = None,
+    path: PathLike | None = None,
+    record: int | None = None,
 ) -> ScenarioExample:
   """Converts a ``Scenario`` into a padded, numpy-backed ``SimulatorState``.
 
@@ -555,7 +555,7 @@ def state_from_scenario(
 
 def scenario_from_state(state: datatypes.SimulatorState, scenario_id: str,
                         *, use_log: bool = True,
-                        current_time_index: Optional[int] = None
+                        current_time_index: int | None = None
                         ) -> scenario_pb2.Scenario:
   """Writes an unbatched state back into a ``Scenario`` proto.
 
@@ -604,8 +604,8 @@ def scenario_from_state(state: datatypes.SimulatorState, scenario_id: str,
     track = out.tracks.add(id=int(ids[i]), object_type=int(types[i]))
     for t in range(num_steps):
       if valid[i, t]:
-        x, y, z, l, w, h, yaw, vx, vy = (f[i, t] for f in fields)
-        track.states.add(center_x=x, center_y=y, center_z=z, length=l,
+        x, y, z, length, w, h, yaw, vx, vy = (f[i, t] for f in fields)
+        track.states.add(center_x=x, center_y=y, center_z=z, length=length,
                          width=w, height=h, heading=yaw, velocity_x=vx,
                          velocity_y=vy, valid=True)
       else:
@@ -669,7 +669,7 @@ def _add_feature(out: scenario_pb2.Scenario, fid: int, type_id: int,
 # Files.
 
 
-def expand_paths(patterns: Union[PathLike, Sequence[PathLike]]) -> list[str]:
+def expand_paths(patterns: PathLike | Sequence[PathLike]) -> list[str]:
   """Expands files, globs and ``name@N`` shard patterns into sorted paths.
 
   ``data/train.tfrecord@4`` means ``data/train.tfrecord-0000i-of-00004``.
@@ -707,9 +707,9 @@ def expand_paths(patterns: Union[PathLike, Sequence[PathLike]]) -> list[str]:
 
 
 def read_scenarios(
-    paths: Union[PathLike, Sequence[PathLike]], *,
+    paths: PathLike | Sequence[PathLike], *,
     skip_bad_records: bool = False,
-    stats: Optional[ReadStats] = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[tuple[str, int, scenario_pb2.Scenario]]:
   """Yields ``(path, record_index, Scenario)`` from WOMD TFRecord files.
 
@@ -745,10 +745,10 @@ def read_scenarios(
 
 
 def read_examples(
-    paths: Union[PathLike, Sequence[PathLike]],
+    paths: PathLike | Sequence[PathLike],
     config: ReaderConfig = ReaderConfig(), *,
     skip_bad_records: bool = False,
-    stats: Optional[ReadStats] = None,
+    stats: ReadStats | None = None,
 ) -> Iterator[ScenarioExample]:
   """Reads files and converts each scenario (see ``state_from_scenario``)."""
   stats = stats if stats is not None else ReadStats()
@@ -761,10 +761,10 @@ def read_examples(
 
 
 def convert_counted(scenario: scenario_pb2.Scenario, config: ReaderConfig,
-                    stats: ReadStats, *, path: Optional[PathLike] = None,
-                    record: Optional[int] = None,
+                    stats: ReadStats, *, path: PathLike | None = None,
+                    record: int | None = None,
                     skip_bad_records: bool = False
-                    ) -> Optional[ScenarioExample]:
+                    ) -> ScenarioExample | None:
   """``state_from_scenario`` of a scenario ``stats`` counted as read; its
   dropped tracks are added to ``stats``. With ``skip_bad_records`` an
   unusable scenario is counted as skipped instead and gives None."""

@@ -12,6 +12,6 @@ def __getattr__(name):
   # ``prefalign.integrations.waymax`` on attribute access, so that the
   # package itself never imports Waymax (nor TensorFlow).
   if name == 'waymax':
-    import importlib  # pylint: disable=g-import-not-at-top
+    import importlib
     return importlib.import_module('prefalign.integrations.waymax')
   raise AttributeError(name)

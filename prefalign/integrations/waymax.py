@@ -48,7 +48,7 @@ so its own limits apply and the motion only approximates the model's.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,7 +71,6 @@ INSTALL = (
 def _import_waymax():
   """Waymax's modules, or an ImportError that says how to install it."""
   try:
-    # pylint: disable=g-import-not-at-top
     import waymax
     from waymax import agents as wx_agents
     from waymax import config as wx_config
@@ -79,7 +78,6 @@ def _import_waymax():
     from waymax import dynamics as wx_dynamics
     from waymax import env as wx_env
     from waymax import metrics as wx_metrics
-    # pylint: enable=g-import-not-at-top
   except ModuleNotFoundError as e:
     if e.name == 'waymax':
       raise ImportError(f'Waymax is not installed. {INSTALL}') from e
@@ -216,14 +214,14 @@ class AccelerationDynamics(wx_dynamics.DynamicsModel):
       ``config.tokenizer.dynamics``.
   """
 
-  def __init__(self,
-               config: dynamics_lib.DynamicsConfig = dynamics_lib.DynamicsConfig()
-               ):
+  def __init__(
+      self,
+      config: dynamics_lib.DynamicsConfig = dynamics_lib.DynamicsConfig()):
     super().__init__()
     self.config = config
 
   def action_spec(self):
-    from dm_env import specs  # pylint: disable=g-import-not-at-top
+    from dm_env import specs
     big = np.finfo(np.float32).max
     low = np.maximum([-self.config.max_lon_accel, -self.config.max_lat_accel],
                      -big).astype(np.float32)
@@ -246,7 +244,7 @@ class AccelerationDynamics(wx_dynamics.DynamicsModel):
 
 
 def make_environment(num_objects: int, *,
-                     dynamics_model: Optional[Any] = None,
+                     dynamics_model: Any | None = None,
                      **config_overrides) -> Any:
   """A Waymax ``MultiAgentEnvironment`` set up as the sampler drives it.
 

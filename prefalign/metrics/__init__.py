@@ -11,17 +11,17 @@ preference ranking shares. Pure functions: jit them with the config static
 
 from prefalign.metrics import features
 from prefalign.metrics import wosac
-from prefalign.metrics.wosac import aggregate
-from prefalign.metrics.wosac import batched_metrics
 from prefalign.metrics.wosac import BUCKETS
 from prefalign.metrics.wosac import CHALLENGE_2024
 from prefalign.metrics.wosac import CHALLENGE_2025
-from prefalign.metrics.wosac import constant_velocity_rollouts
-from prefalign.metrics.wosac import FeatureConfig
-from prefalign.metrics.wosac import get_config
 from prefalign.metrics.wosac import LIKELIHOOD_NAMES
-from prefalign.metrics.wosac import log_rollouts
+from prefalign.metrics.wosac import FeatureConfig
 from prefalign.metrics.wosac import MetricConfig
+from prefalign.metrics.wosac import aggregate
+from prefalign.metrics.wosac import batched_metrics
+from prefalign.metrics.wosac import constant_velocity_rollouts
+from prefalign.metrics.wosac import get_config
+from prefalign.metrics.wosac import log_rollouts
 from prefalign.metrics.wosac import metrics_from_features
 from prefalign.metrics.wosac import scenario_features
 from prefalign.metrics.wosac import scenario_metrics

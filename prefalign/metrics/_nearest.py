@@ -20,8 +20,6 @@ surroundings), then per object and step among those.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
@@ -121,8 +119,8 @@ def nearest_candidates(groups: jax.Array, group_valid: jax.Array,
                        seg_lo: jax.Array, seg_hi: jax.Array,
                        seg_ok: jax.Array, *, window: int = 40,
                        k_window: int = 768, k_group: int = 128,
-                       pool: Optional[jax.Array] = None,
-                       pool_threshold: Optional[jax.Array] = None
+                       pool: jax.Array | None = None,
+                       pool_threshold: jax.Array | None = None
                        ) -> tuple[jax.Array, jax.Array]:
   """Candidate lists of nearest segments for grouped queries.
 

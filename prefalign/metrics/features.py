@@ -25,7 +25,6 @@ evaluated objects.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -114,7 +113,7 @@ def distance_to_nearest_object(
     corner_rounding_factor: float = geometry.CORNER_ROUNDING_FACTOR, *,
     num_candidates: int = 4,
     redo_budget: int = 16,
-    eval_mask: Optional[jax.Array] = None,
+    eval_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Signed distance from each evaluated object to its nearest valid object.
 
@@ -266,7 +265,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           redo_budget: int = 64,
                           window: int = 40,
                           pool_size: int = 1024,
-                          eval_mask: Optional[jax.Array] = None) -> jax.Array:
+                          eval_mask: jax.Array | None = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
   Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
@@ -494,7 +493,7 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
                              lights: datatypes.TrafficLights,
                              budget: int = 1024,
                              max_signal_segments: int = 4096,
-                             max_signal_runs: Optional[int] = None
+                             max_signal_runs: int | None = None
                              ) -> jax.Array:
   """``traffic_light_violation`` when some signal shows red.
 

@@ -21,7 +21,6 @@ the simulation), so that dataset means stay finite.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -351,7 +350,7 @@ def constant_velocity_rollouts(state: datatypes.SimulatorState,
 def scenario_features(state: datatypes.SimulatorState,
                       rollouts: datatypes.Trajectory, *,
                       max_evaluated: int = 16,
-                      road_edge_kwargs: Optional[dict] = None) -> dict:
+                      road_edge_kwargs: dict | None = None) -> dict:
   """Every WOSAC feature of the evaluated objects, log and rollouts.
 
   Args:
@@ -415,7 +414,7 @@ def scenario_metrics(state: datatypes.SimulatorState,
                      rollouts: datatypes.Trajectory,
                      config: MetricConfig = CHALLENGE_2025, *,
                      max_evaluated: int = 16,
-                     road_edge_kwargs: Optional[dict] = None
+                     road_edge_kwargs: dict | None = None
                      ) -> dict[str, jax.Array]:
   """WOSAC metrics of one scenario (jit with ``config`` static).
 

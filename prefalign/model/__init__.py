@@ -30,8 +30,8 @@ from prefalign.model.motion_lm import logits
 from prefalign.model.motion_lm import sequence_log_probs
 from prefalign.model.motion_lm import sequence_token_mask
 from prefalign.model.motion_lm import token_mask
-from prefalign.model.tokenizer import Tokens
 from prefalign.model.tokenizer import TokenizerConfig
+from prefalign.model.tokenizer import Tokens
 from prefalign.model.tokenizer import detokenize
 from prefalign.model.tokenizer import tokenize
 

@@ -23,11 +23,9 @@ cache, which is what makes cached decoding exactly equal to the full pass.
 
 from __future__ import annotations
 
-from typing import Optional
-
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from prefalign.model import encoder as encoder_lib
 from prefalign.model import features
@@ -86,7 +84,7 @@ class TokenDecoder(nn.Module):
   def __call__(self, context: encoder_lib.SceneContext, pose: jax.Array,
                valid: jax.Array, prev_tokens: jax.Array,
                first_step: jax.Array | int = 0,
-               cache: Optional[list] = None):
+               cache: list | None = None):
     """Logits of the next token at every given step.
 
     Args:

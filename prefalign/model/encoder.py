@@ -14,10 +14,10 @@ pose, so the encoding is invariant to a rigid motion of the scene.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
+import jax
+import jax.numpy as jnp
 
 from prefalign import datatypes
 from prefalign.model import features

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from prefalign import datatypes
 

@@ -18,9 +18,9 @@ nothing and gets zero (no NaN), so padded agents never affect valid ones.
 
 from __future__ import annotations
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 __all__ = [
     'FeedForward',

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from prefalign.model import decoder as decoder_lib
 from prefalign.model import encoder as encoder_lib

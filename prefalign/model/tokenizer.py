@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from prefalign import datatypes
 from prefalign.sim import dynamics
@@ -206,11 +206,11 @@ class Pose:
   vel_y: jax.Array
 
   @classmethod
-  def from_trajectory(cls, traj: datatypes.Trajectory) -> 'Pose':
+  def from_trajectory(cls, traj: datatypes.Trajectory) -> Pose:
     return cls(x=traj.x, y=traj.y, yaw=traj.yaw, vel_x=traj.vel_x,
                vel_y=traj.vel_y)
 
-  def where(self, mask: jax.Array, other: 'Pose') -> 'Pose':
+  def where(self, mask: jax.Array, other: Pose) -> Pose:
     return jax.tree.map(lambda a, b: jnp.where(mask, a, b), self, other)
 
 

@@ -20,10 +20,10 @@ from prefalign.preference.occupancy import occupancy_features
 from prefalign.preference.ot import OTResult
 from prefalign.preference.ot import SinkhornConfig
 from prefalign.preference.ot import transport_cost
-from prefalign.preference.ranking import make_pairs
 from prefalign.preference.ranking import Ranking
-from prefalign.preference.ranking import rank_rollouts
 from prefalign.preference.ranking import RankingConfig
+from prefalign.preference.ranking import make_pairs
+from prefalign.preference.ranking import rank_rollouts
 
 __all__ = ['dataset', 'occupancy', 'ot', 'ranking', 'PreferenceRecord',
            'sequence_tokens', 'occupancy_features', 'OTResult',

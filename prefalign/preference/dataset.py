@@ -24,6 +24,7 @@ log. ``sequence_tokens`` rebuilds the model's teacher-forcing inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 import dataclasses
 import functools
 import io
@@ -31,8 +32,8 @@ import itertools
 import json
 import os
 import pathlib
+from typing import Any
 import zlib
-from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -179,9 +180,9 @@ def sequence_tokens(state: datatypes.SimulatorState, sequences: jax.Array,
                            config.tokenizer)
   is_log = jnp.asarray(sequence_rollout) == LOG
 
-  def pick(g, l):
+  def pick(g, logged):
     mask = is_log.reshape(is_log.shape + (1,) * (g.ndim - 1))
-    return jnp.where(mask, l[None], g)
+    return jnp.where(mask, logged[None], g)
 
   return jax.tree.map(pick, gen, log)
 
@@ -267,9 +268,9 @@ def collect(params, model_config: motion_lm.ModelConfig,
             top_k: int = 0, top_p: float = 1.0,
             scenarios_per_shard: int = 64, seed: int = 0,
             max_scenarios: int = 0, keep_all_rollouts: bool = False,
-            meta: Optional[dict] = None,
+            meta: dict | None = None,
             progress: bool = True,
-            on_record: Optional[Callable[[PreferenceRecord], None]] = None
+            on_record: Callable[[PreferenceRecord], None] | None = None
             ) -> dict[str, Any]:
   """Samples, ranks and writes the preference data of some scenarios.
 
@@ -617,9 +618,9 @@ def summarize(records: Iterable[PreferenceRecord]) -> dict[str, Any]:
 
 
 def _plot(cols: dict[str, list], path: pathlib.Path) -> pathlib.Path:
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 3.5))
   bins = np.histogram_bin_edges(_cat(cols['ot']), bins=40)
   for key, label in (('ot', 'all rollouts'), ('ot_pref', 'preferred'),

@@ -7,18 +7,18 @@ the realism metric's own (method.md section 4.2). They come from
 ``prefalign.metrics.features``, the implementation the WOSAC metric uses;
 this module only selects, normalises and masks them:
 
-=================  ===========================================  ==========
-feature            definition (per agent, per future step)      normalised
-=================  ===========================================  ==========
-collision          1 if the box overlaps another object's        as is {0, 1}
-road_edge          signed distance of the most off-road corner   clip(d, -5, 5) / 5
-                   to the road edge (m, > 0 off road)
-clearance          signed distance to the nearest object (m)     clip(d, 0, 10) / 10
-control_effort     |acceleration| = sqrt(a_lon^2 + (v w)^2)      clip(a / 4, 0, 2)
-                   (m/s^2; a_lon the change of speed, v w the
-                   lateral acceleration from the yaw rate)
-speed              3-D speed (m/s)                                clip(v / 10, 0, 4)
-=================  ===========================================  ==========
+==============  ========================================  ==================
+feature         definition (per agent, per future step)   normalised
+==============  ========================================  ==================
+collision       1 if the box overlaps another object's    as is {0, 1}
+road_edge       signed distance of the most off-road      clip(d, -5, 5) / 5
+                corner to the road edge (m, > 0 off road)
+clearance       signed distance to the nearest object (m) clip(d, 0, 10) / 10
+control_effort  |acceleration| = sqrt(a_lon^2 + (v w)^2)  clip(a / 4, 0, 2)
+                (m/s^2; a_lon the change of speed, v w
+                the lateral acceleration from the yaw rate)
+speed           3-D speed (m/s)                           clip(v / 10, 0, 4)
+==============  ========================================  ==================
 
 Each is O(1) after normalisation, so the default weights [10, 5, 2, 1, 1]
 (the paper's) say how much each matters. A step counts when the object is

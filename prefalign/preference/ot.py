@@ -38,19 +38,18 @@ mean cost (tested against ``scipy.optimize.linear_sum_assignment``); the
 entropic bias is an absolute amount (about 0.7 x epsilon on occupancy
 features), which is why the default epsilon is 0.01 for distances of order
 1. Masked points never change the result, and a problem with no valid point
-on either side has cost 0 and ``ok`` False (never NaN). Nothing here calls ``jax.jit``;
-jit the caller with the options static.
+on either side has cost 0 and ``ok`` False (never NaN). Nothing here calls
+``jax.jit``; jit the caller with the options static.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional
 
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 __all__ = ['SinkhornConfig', 'RANKING_SINKHORN', 'OTResult', 'cost_matrix',
            'transport_cost', 'BACKENDS']
@@ -294,9 +293,9 @@ def _ott(cost: jax.Array, log_a: jax.Array, log_b: jax.Array,
          config: SinkhornConfig) -> tuple[jax.Array, jax.Array]:
   """ott-jax's Sinkhorn on (B, n, m), vmapped over B."""
   # Imported here: only this backend needs ott-jax at run time.
-  from ott.geometry import epsilon_scheduler  # pylint: disable=g-import-not-at-top
-  from ott.geometry import geometry  # pylint: disable=g-import-not-at-top
-  from ott.solvers import linear  # pylint: disable=g-import-not-at-top
+  from ott.geometry import epsilon_scheduler
+  from ott.geometry import geometry
+  from ott.solvers import linear
 
   def one(c, la, lb):
     a, b = jnp.exp(la), jnp.exp(lb)
@@ -323,7 +322,7 @@ def _ott(cost: jax.Array, log_a: jax.Array, log_b: jax.Array,
 def transport_cost(x: jax.Array, x_mask: jax.Array, y: jax.Array,
                    y_mask: jax.Array, weights: jax.Array,
                    config: SinkhornConfig = SinkhornConfig(),
-                   cost: Optional[jax.Array] = None) -> OTResult:
+                   cost: jax.Array | None = None) -> OTResult:
   """Entropic OT costs between masked uniform measures, batched.
 
   Args:

@@ -30,11 +30,10 @@ matching, ``'all'`` every preferred with every unpreferred (P^2 pairs).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from prefalign import datatypes
 from prefalign.preference import occupancy
@@ -210,7 +209,7 @@ def _pairs(order: jax.Array, rng: jax.Array, num_pairs: int,
 def rank_rollouts(state: datatypes.SimulatorState,
                   rollouts: datatypes.Trajectory, rng: jax.Array,
                   config: RankingConfig = RankingConfig(), *,
-                  phi: Optional[dict[str, jax.Array]] = None) -> Ranking:
+                  phi: dict[str, jax.Array] | None = None) -> Ranking:
   """Ranks one scenario's rollouts and forms its preference pairs.
 
   Args:

@@ -9,14 +9,14 @@ from prefalign.sim.dynamics import DynamicsConfig
 from prefalign.sim.dynamics import TrajectoryUpdate
 from prefalign.sim.dynamics import apply_trajectory_update
 from prefalign.sim.dynamics import compute_update
-from prefalign.sim.dynamics import inverse
 from prefalign.sim.dynamics import integrate
+from prefalign.sim.dynamics import inverse
 from prefalign.sim.dynamics import inverse_all
 from prefalign.sim.env import ControlledObject
+from prefalign.sim.env import EnvConfig
 from prefalign.sim.env import Environment
 from prefalign.sim.env import KinematicEnvironment
 from prefalign.sim.env import StepEnvironment
-from prefalign.sim.env import EnvConfig
 from prefalign.sim.env import control_mask
 from prefalign.sim.env import metrics
 from prefalign.sim.env import reset

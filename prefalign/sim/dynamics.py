@@ -27,11 +27,10 @@ replay the log).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from prefalign import datatypes
 
@@ -244,13 +243,13 @@ def _pair_actions(cur: datatypes.Trajectory, nxt: datatypes.Trajectory,
 
 def _slice(traj: datatypes.Trajectory, t: jax.Array) -> datatypes.Trajectory:
   """(..., N, T) -> (..., N, 1) at a (possibly batched) index ``t``."""
-  return datatypes._time_slice(traj, t)  # pylint: disable=protected-access
+  return datatypes._time_slice(traj, t)
 
 
 @jax.named_scope('dynamics.inverse')
 def inverse(
     trajectory: datatypes.Trajectory,
-    metadata: Optional[datatypes.ObjectMetadata] = None,
+    metadata: datatypes.ObjectMetadata | None = None,
     timestep: jax.Array | int = 0,
     config: DynamicsConfig = DynamicsConfig(),
 ) -> Action:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from flax import struct
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from prefalign import datatypes
 from prefalign.sim import dynamics as dynamics_lib
@@ -124,7 +124,7 @@ def update_state_by_log(state: datatypes.SimulatorState,
   upto = _step_mask(log.num_timesteps, t + num_steps, batch)
   after = ~_step_mask(log.num_timesteps, t, batch)
   window = upto & after
-  sim = jax.tree.map(lambda s, l: jnp.where(window, l, s), sim, log)
+  sim = jax.tree.map(lambda s, logged: jnp.where(window, logged, s), sim, log)
   return state.replace(sim_trajectory=sim, timestep=t + num_steps)
 
 
@@ -156,7 +156,7 @@ def step(
     state: datatypes.SimulatorState,
     action: dynamics_lib.Action,
     config: EnvConfig = EnvConfig(),
-    is_controlled: Optional[jax.Array] = None,
+    is_controlled: jax.Array | None = None,
 ) -> datatypes.SimulatorState:
   """Advances the simulation by one step.
 

@@ -16,7 +16,6 @@ ported.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -487,7 +486,7 @@ def distance_one_point(q: jax.Array, table: dict[str, jax.Array],
 def signed_distance_to_polylines(
     points: jax.Array,
     roadgraph: datatypes.RoadgraphPoints,
-    mask: Optional[jax.Array] = None,
+    mask: jax.Array | None = None,
     z_stretch: float = Z_STRETCH_FACTOR,
     empty_value: float = -EXTREMELY_LARGE_DISTANCE,
     query_chunk_size: int = 256,
@@ -559,7 +558,7 @@ def signed_distance_to_polylines(
 def signed_distance_to_road_edge(
     traj: datatypes.Trajectory,
     roadgraph: datatypes.RoadgraphPoints,
-    mask: Optional[jax.Array] = None,
+    mask: jax.Array | None = None,
     **kwargs,
 ) -> jax.Array:
   """WOSAC distance to road edge: the most off-road of the 4 bottom corners.

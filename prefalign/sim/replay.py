@@ -47,7 +47,7 @@ def expert_action(state: datatypes.SimulatorState,
     Action with data (..., num_objects, 2) and valid (..., num_objects, 1).
   """
   cur = state.current_sim_trajectory
-  nxt = datatypes._time_slice(  # pylint: disable=protected-access
+  nxt = datatypes._time_slice(
       state.log_trajectory, state.timestep + 1)
   pair = jax.tree.map(lambda a, b: jnp.concatenate([a, b], -1), cur, nxt)
   return dynamics_lib.inverse(pair, None, 0, config)

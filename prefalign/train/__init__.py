@@ -9,8 +9,8 @@ them data-parallel with ``parallel.jit_step``). ``train_and_evaluate`` and
 
 from prefalign.train import align
 from prefalign.train import checkpoint
-from prefalign.train import losses
 from prefalign.train import loop
+from prefalign.train import losses
 from prefalign.train import parallel
 from prefalign.train import steps
 from prefalign.train.align import AlignConfig
@@ -19,8 +19,8 @@ from prefalign.train.checkpoint import Checkpointer
 from prefalign.train.loop import TrainConfig
 from prefalign.train.loop import train_and_evaluate
 from prefalign.train.state import TrainState
-from prefalign.train.steps import OptimizerConfig
 from prefalign.train.steps import PREFERENCE_LOSSES
+from prefalign.train.steps import OptimizerConfig
 from prefalign.train.steps import PreferenceBatch
 from prefalign.train.steps import PreferenceConfig
 from prefalign.train.steps import eval_step

@@ -28,13 +28,14 @@ its last checkpoint with the same data order (a function of seed and step).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 import dataclasses
 import functools
 import itertools
 import pathlib
 import time
+from typing import Any
 import zlib
-from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -118,7 +119,7 @@ class AlignConfig:
   realism_scenarios: int = 8
   realism_rollouts: int = 16
   realism_every: int = 0
-  num_devices: Optional[int] = None
+  num_devices: int | None = None
   progress: bool = True
 
 
@@ -281,7 +282,7 @@ def _host_copy(tree):
 
 
 def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
-                       callback: Optional[Callable[[int, dict], None]] = None
+                       callback: Callable[[int, dict], None] | None = None
                        ) -> dict[str, Any]:
   """Runs (or resumes) alignment; returns the final evaluation.
 
@@ -382,7 +383,7 @@ def _align_and_evaluate(config, workdir, callback):
   def realism(step: int) -> dict[str, float]:
     if not config.realism_files:
       return {}
-    from prefalign import evaluation  # pylint: disable=g-import-not-at-top
+    from prefalign import evaluation
     res = evaluation.evaluate_files(
         state.params, config.model, list(config.realism_files),
         reader=config.reader, num_rollouts=config.realism_rollouts,

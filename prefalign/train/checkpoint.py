@@ -22,7 +22,6 @@ import json
 import pathlib
 import time
 import warnings
-from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -52,10 +51,10 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                              create=True))
 
-  def latest_step(self) -> Optional[int]:
+  def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def restore(self, state: TrainState) -> Optional[TrainState]:
+  def restore(self, state: TrainState) -> TrainState | None:
     """The latest checkpoint restored into the structure and shardings of
     ``state`` (an abstract or concrete state), or None when there is none."""
     step = self.manager.latest_step()
@@ -161,13 +160,13 @@ def _set_aside_incomplete(directory: pathlib.Path) -> list[pathlib.Path]:
       path.rename(target)
       warnings.warn(f'checkpoint {path} is incomplete (no {marker}: cut off'
                     f' while being written); set aside as {target}; '
-                    'resuming from the newest complete one.')
+                    'resuming from the newest complete one.', stacklevel=2)
       moved.append(target)
   return moved
 
 
 def load_params(directory: str | pathlib.Path, params_like,
-                step: Optional[int] = None):
+                step: int | None = None):
   """Parameters of another run's checkpoint (for ``init_from``).
 
   Raises:

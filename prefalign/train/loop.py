@@ -20,6 +20,7 @@ a function of the seed and the step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 import contextlib
 import dataclasses
 import functools
@@ -30,7 +31,7 @@ import pathlib
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +42,7 @@ from prefalign import datatypes
 from prefalign import fileio
 from prefalign.data import pipeline
 from prefalign.data import womd
-from prefalign.model import features
 from prefalign.model import motion_lm
-from prefalign.model import tokenizer
 from prefalign.train import checkpoint as checkpoint_lib
 from prefalign.train import losses
 from prefalign.train import parallel
@@ -99,7 +98,7 @@ class TrainConfig:
   keep_checkpoints: int = 3
   unigram_batches: int = 16
   init_from: str = ''
-  num_devices: Optional[int] = None
+  num_devices: int | None = None
   progress: bool = True
   skip_bad_records: bool = False
 
@@ -139,7 +138,7 @@ def _pipeline_config(config: TrainConfig, *, train: bool):
 
 def _local_batches(patterns, config: TrainConfig, *, train: bool,
                    skip_batches: int = 0, with_ids: bool = False,
-                   stats: Optional[womd.ReadStats] = None) -> Iterator[Any]:
+                   stats: womd.ReadStats | None = None) -> Iterator[Any]:
   """This process's rows of every global batch, as numpy states (with
   ``with_ids``: ``(state, scenario ids)`` pairs)."""
   local = config.batch_size // jax.process_count()
@@ -181,7 +180,7 @@ class MetricsWriter:
     self.tb = None
     if self.enabled:
       try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        from tensorboardX import SummaryWriter
         self.tb = SummaryWriter(str(workdir / 'tensorboard'))
       except ImportError:
         self.tb = None
@@ -241,7 +240,7 @@ def _any_process(flag: bool) -> bool:
   several, so that every process stops at the same step)."""
   if jax.process_count() == 1:
     return flag
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
@@ -345,7 +344,7 @@ def _init_fn(config: TrainConfig, sample, tx):
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
-                       callback: Optional[Callable[[int, dict], None]] = None
+                       callback: Callable[[int, dict], None] | None = None
                        ) -> dict[str, Any]:
   """Runs (or resumes) pre-training; returns the final evaluation.
 

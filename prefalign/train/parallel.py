@@ -10,19 +10,20 @@ batch.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
-import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 __all__ = ['make_mesh', 'data_sharding', 'replicated', 'shard_batch',
            'replicate', 'check_batch_size', 'jit_step']
 
 
-def make_mesh(num_devices: Optional[int] = None) -> Mesh:
+def make_mesh(num_devices: int | None = None) -> Mesh:
   """A 1-D mesh over the first ``num_devices`` devices (all by default)."""
   devices = jax.devices()
   if num_devices is not None:

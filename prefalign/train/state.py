@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import struct
 import jax
 import optax
-from flax import struct
 
 __all__ = ['TrainState']
 
@@ -26,12 +26,12 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, params, tx: optax.GradientTransformation) -> 'TrainState':
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  def create(cls, params, tx: optax.GradientTransformation) -> TrainState:
+    import jax.numpy as jnp
     return cls(step=jnp.zeros((), jnp.int32), params=params,
                opt_state=tx.init(params), tx=tx)
 
-  def apply_gradients(self, grads) -> 'TrainState':
+  def apply_gradients(self, grads) -> TrainState:
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(step=self.step + 1,
                         params=optax.apply_updates(self.params, updates),
@@ -42,6 +42,6 @@ class TrainState(struct.PyTreeNode):
     return {'step': self.step, 'params': self.params,
             'opt_state': self.opt_state}
 
-  def from_saved(self, saved: dict) -> 'TrainState':
+  def from_saved(self, saved: dict) -> TrainState:
     return self.replace(step=saved['step'], params=saved['params'],
                         opt_state=saved['opt_state'])

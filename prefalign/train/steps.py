@@ -11,12 +11,12 @@ one format end to end).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from prefalign import datatypes
 from prefalign import rollout
@@ -301,7 +301,7 @@ def _preference_loss(params, reference, scene, batch: PreferenceBatch,
 
 
 def preference_step(state: TrainState, batch: PreferenceBatch,
-                    rng: jax.Array, reference: Optional[Any] = None, *,
+                    rng: jax.Array, reference: Any | None = None, *,
                     model_config: motion_lm.ModelConfig,
                     optimizer_config: OptimizerConfig,
                     preference_config: PreferenceConfig = PreferenceConfig()):

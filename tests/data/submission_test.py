@@ -145,7 +145,7 @@ def test_order_within_joint_scene_does_not_matter(example, proto):
 
 
 def test_full_config_state_and_jax_arrays(example):
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
   full = womd.state_from_scenario(
       synthetic.straight_road_scenario(SID, invalid_gap=(5, 8, 12)), FULL)
   assert full.state.num_objects == 6

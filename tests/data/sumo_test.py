@@ -1,7 +1,6 @@
 """SUMO scenarios: generated from a tiny network in seconds, read as WOMD."""
 
 import json
-import pathlib
 import subprocess
 
 import jax

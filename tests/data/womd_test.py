@@ -1,4 +1,5 @@
-"""Scenario proto <-> SimulatorState: conversion, selection, round trip, errors."""
+"""Scenario proto <-> SimulatorState: conversion, selection, round trip,
+errors."""
 
 import glob
 import json

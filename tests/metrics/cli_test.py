@@ -1,4 +1,4 @@
-"""prefalign-wosac end to end on synthetic scenarios, and its bad-input errors."""
+"""prefalign-wosac end to end on synthetic scenarios; its bad-input errors."""
 
 import json
 import re
@@ -44,12 +44,12 @@ def test_json_output_per_scenario_and_aggregate(tmp_path, capsys):
   spath, rpath = _write(tmp_path)
   assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath,
                          '--challenge', '2024', '--json']) == 0
-  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-  assert [l.get('scenario_id') for l in lines[:2]] == ['cli-a', 'cli-b']
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [line.get('scenario_id') for line in lines[:2]] == ['cli-a', 'cli-b']
   agg = lines[2]['aggregate']
   assert agg['num_scenarios'] == 2
   np.testing.assert_allclose(
-      agg['metametric'], np.mean([l['metametric'] for l in lines[:2]]),
+      agg['metametric'], np.mean([line['metametric'] for line in lines[:2]]),
       rtol=1e-6)
   for key in ('kinematic', 'interactive', 'map_based',
               'min_average_displacement_error',

@@ -65,8 +65,10 @@ def _grid_roadgraph(seed=0, num_polylines=12, points=30):
     steps = np.cumsum(rng.normal(0, 0.3, points)) + heading
     xy = start + np.cumsum(np.stack([np.cos(steps), np.sin(steps)], -1) * 2.0,
                            0)
-    xs.append(xy[:, 0]); ys.append(xy[:, 1])
-    zs.append(np.full(points, 6.0 * (i % 2))); ids.append(np.full(points, i))
+    xs.append(xy[:, 0])
+    ys.append(xy[:, 1])
+    zs.append(np.full(points, 6.0 * (i % 2)))
+    ids.append(np.full(points, i))
   n = num_polylines * points
   cat = lambda a: np.concatenate(a).astype(np.float32)
   xyz = np.stack([cat(xs), cat(ys), cat(zs)], -1)
@@ -135,9 +137,9 @@ def _crossing_red_light():
 def test_traffic_light_violation_paths_agree(kwargs):
   traj, roadgraph, lights = _crossing_red_light()
   eval_index = jnp.arange(4)
-  usual = jax.jit(lambda t: F._traffic_light_violation(  # pylint: disable=protected-access
+  usual = jax.jit(lambda t: F._traffic_light_violation(
       t, eval_index, roadgraph, lights))(traj)
-  other = jax.jit(lambda t: F._traffic_light_violation(  # pylint: disable=protected-access
+  other = jax.jit(lambda t: F._traffic_light_violation(
       t, eval_index, roadgraph, lights, **kwargs))(traj)
   usual = np.asarray(usual)
   # Eastbound objects (rows 0 and 2, y = -2) run the red light once each.

@@ -2,7 +2,6 @@
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -197,7 +196,7 @@ def expected_numbers(shared_womd, challenge):
   tables = expected_md.parse_tables(text)
   table = next(v for k, v in tables.items() if k.startswith('3a.'))
   out = {}
-  for (part, field), value in expected_md.expected_column(
+  for (_, field), value in expected_md.expected_column(
       table, COLUMNS[challenge]).items():
     if value is not None:
       out[BUCKET_NAMES.get(field, field)] = value

@@ -41,11 +41,9 @@ import hashlib
 import sys
 
 import numpy as np
-
+import tfrecord_io
 from waymo_open_dataset.protos import scenario_pb2
 from waymo_open_dataset.protos import sim_agents_submission_pb2
-
-import tfrecord_io  # pylint: disable=g-bad-import-order
 
 CURRENT = 10
 N_STEPS = 80

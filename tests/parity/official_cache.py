@@ -25,6 +25,7 @@ memory. Typical use::
   lines = official_cache.official_results(scenarios, sub, ('2025',))
 """
 
+from collections.abc import Iterable, Sequence
 import functools
 import hashlib
 import json
@@ -33,10 +34,9 @@ import pathlib
 import subprocess
 import tempfile
 import time
-from typing import Iterable, Sequence
 
-from . import official_env  # pylint: disable=relative-beyond-top-level
-from . import tfrecord_io  # pylint: disable=relative-beyond-top-level
+from . import official_env
+from . import tfrecord_io
 
 HERE = pathlib.Path(__file__).resolve().parent
 PARITY_CACHE = official_env.CACHE / 'parity'
@@ -84,7 +84,7 @@ def _mkdir(path: pathlib.Path) -> pathlib.Path:
   return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
   del size, mtime_ns  # Part of the memo key only.
   h = hashlib.sha256()
@@ -277,7 +277,6 @@ def real_subset(shared_womd: pathlib.Path,
   of ``scenario_ids``, into the cache folder.
   """
   # Imported here: the rest of this module runs without prefalign's protos.
-  # pylint: disable-next=g-import-not-at-top
   from prefalign.data.protos import scenario_pb2
 
   scenario_ids = list(scenario_ids)
@@ -323,7 +322,7 @@ def measure_real(shared_womd: pathlib.Path, kind: str = 'perturbed',
 if __name__ == '__main__':
   # python -m tests.parity.official_cache [SHARED_WOMD]: measures the real
   # parity scenarios (cached after the first run).
-  import sys  # pylint: disable=g-import-not-at-top
+  import sys
   _shared = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else
                          HERE.parents[2] / 'shared' / 'data' / 'womd')
   for _row in measure_real(_shared):

@@ -1,4 +1,4 @@
-"""Builds (once) and runs the official Waymo Open Dataset package in its own venv.
+"""Builds (once) and runs the official Waymo Open Dataset package in its venv.
 
 The official package pins numpy 1.23 / TensorFlow 2.13 / jax 0.4.13, so it can
 never share an environment with this project. These helpers create separate
@@ -151,9 +151,9 @@ def build(flavour: str) -> tuple[str | None, str]:
     return str(python), 'built'
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def official_python(flavour: str = 'protos') -> str:
-  """Path of the Python interpreter of the official venv; skips if unbuildable."""
+  """The Python interpreter of the official venv; skips if unbuildable."""
   python, message = build(flavour)
   if python is None:
     pytest.skip(f'official package venv {flavour!r} unavailable: {message}')

@@ -14,15 +14,14 @@ seconds, from the cache. The stdlib-only pieces are tested without any venv.
 
 import io
 import os
-import re
 
 import numpy as np
 import pytest
 
-from . import expected_md  # pylint: disable=relative-beyond-top-level
-from . import official_cache  # pylint: disable=relative-beyond-top-level
-from . import official_env  # pylint: disable=relative-beyond-top-level
-from . import tfrecord_io  # pylint: disable=relative-beyond-top-level
+from . import expected_md
+from . import official_cache
+from . import official_env
+from . import tfrecord_io
 
 TOL = 1e-5
 
@@ -130,8 +129,8 @@ def _make(scenarios, out, kind, seed):
 @pytest.mark.data
 def test_make_rollouts(official, tmp_path):
   """Rollout kinds: shapes, log replay exactness, determinism, growth."""
-  from prefalign.data import submission  # pylint: disable=g-import-not-at-top
-  from prefalign.data import womd  # pylint: disable=g-import-not-at-top
+  from prefalign.data import submission
+  from prefalign.data import womd
 
   ((_, _, scenario),) = list(womd.read_scenarios([official['scenarios']]))
   evaluated = {scenario.tracks[i].id for i in

@@ -1,4 +1,4 @@
-"""Counts per scenario with the *official* WOMD protos (runs in the official venv).
+"""Counts per scenario with the *official* WOMD protos (in the official venv).
 
 Usage: python official_info.py FILE...  -> one JSON line per scenario.
 Uses only the official ``scenario_pb2`` and the plain TFRecord framing; it

@@ -39,17 +39,15 @@ import resource
 import sys
 import time
 
-import numpy as np
 from google.protobuf import text_format
-
+import numpy as np
+import tfrecord_io
 from waymo_open_dataset.protos import scenario_pb2
 from waymo_open_dataset.protos import sim_agents_metrics_pb2
 from waymo_open_dataset.protos import sim_agents_submission_pb2
 from waymo_open_dataset.utils.sim_agents import submission_specs
 from waymo_open_dataset.wdl_limited.sim_agents_metrics import metric_features
 from waymo_open_dataset.wdl_limited.sim_agents_metrics import metrics
-
-import tfrecord_io  # pylint: disable=g-bad-import-order
 
 PACKAGE = 'waymo-open-dataset-tf-2-12-0'
 # Config names, relative to the folder of the official `metrics.py`.

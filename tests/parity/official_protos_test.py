@@ -13,7 +13,7 @@ import pytest
 
 from prefalign.data import womd
 
-from . import official_env  # pylint: disable=relative-beyond-top-level
+from . import official_env
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -11,7 +11,7 @@ import pytest
 
 from prefalign.cli import wosac as wosac_cli
 
-from . import official_cache  # pylint: disable=relative-beyond-top-level
+from . import official_cache
 
 FIELDS = (
     'linear_speed_likelihood', 'linear_acceleration_likelihood',

@@ -8,8 +8,9 @@ helpers in this project's venv, so it must not import anything but the
 standard library.
 """
 
+from collections.abc import Iterable, Iterator
 import struct
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected.
 

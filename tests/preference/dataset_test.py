@@ -139,9 +139,10 @@ def test_replayed_tokens_score_like_the_sampler(setup):
 
 
 def test_training_examples_feed_the_preference_step(setup):
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from prefalign import datatypes  # pylint: disable=g-import-not-at-top
-  from prefalign.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  import dataclasses
+
+  from prefalign import datatypes
+  from prefalign.train import state as state_lib
   _collect(setup, 'train')
   root, _, examples, params = setup
   recs = list(dataset.read_records(root / 'train'))

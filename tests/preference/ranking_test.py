@@ -35,7 +35,7 @@ def _rollouts(state, num=8, seed=0):
   return log.replace(y=log.y + shift.astype(np.float32))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rank_fn(config):
   return jax.jit(functools.partial(ranking.rank_rollouts, config=config))
 
@@ -111,7 +111,7 @@ def _assignment_errors(phi):
   assignment); error relative to max(exact, median exact), see
   ``ot_test._errors``.
   """
-  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  from scipy import optimize
   weights = occupancy.feature_weights('all')
   got = np.asarray(ranking.agent_distances(phi, weights).cost)
   f, v = np.asarray(phi['features']), np.asarray(phi['valid'])
@@ -144,7 +144,7 @@ def test_default_ranking_orders_rollouts_as_exact_ot(state):
   """The ranking's Sinkhorn setting is chosen for the order it gives, not
   the cost (BENCHMARKS.md, "Preference ranking"): on drifting rollouts the
   scene distances sort exactly as the assignment's do."""
-  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  from scipy import optimize
   config = ranking.RankingConfig()
   phi = jax.jit(occupancy.occupancy_features)(state, _rollouts(state, 12, 4))
   weights = occupancy.feature_weights('all')
@@ -169,7 +169,7 @@ def test_default_ranking_orders_rollouts_as_exact_ot(state):
 def test_default_matches_the_assignment_on_real_features(shared_womd):
   """A real scenario; rollouts: the log, constant velocity and the log
   pushed sideways, which mixes collisions, off-road and speed changes."""
-  import glob  # pylint: disable=g-import-not-at-top
+  import glob
   files = sorted(glob.glob(str(shared_womd / 'real' / 'real.tfrecord-*')))
   ex = next(iter(womd.read_examples(
       files[:1], womd.ReaderConfig(max_num_objects=24))))

@@ -100,7 +100,7 @@ def expert_action(state):
   nxt = jax.tree.map(
       lambda a: jnp.take(a, state.timestep + 1, axis=-1)[..., None],
       state.log_trajectory)
-  pair = jax.tree.map(lambda s, l: jnp.concatenate([s, l], -1),
+  pair = jax.tree.map(lambda s, logged: jnp.concatenate([s, logged], -1),
                       state.current_sim_trajectory, nxt)
   return dynamics.inverse(pair, None, 0)
 

@@ -143,7 +143,7 @@ def test_policy_kl_is_zero_against_itself(setup):
 
 
 def _rows(path):
-  return [json.loads(l) for l in path.read_text().splitlines()]
+  return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_alignment_logs_learns_and_resumes(setup, tmp_path):

@@ -16,8 +16,7 @@ import pytest
 from prefalign.train import checkpoint as checkpoint_lib
 from prefalign.train import loop
 from prefalign.train import steps
-
-from tests.train.conftest import tiny_config  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.train.conftest import tiny_config  # noqa: E402
 
 
 def test_train_and_evaluate_two_steps(scenario_files, tmp_path):
@@ -26,10 +25,10 @@ def test_train_and_evaluate_two_steps(scenario_files, tmp_path):
   ev = out['eval']['eval']
   assert ev['tokens'] > 0 and np.isfinite(ev['loss'])
   assert 0.0 <= ev['accuracy'] <= 1.0 and np.isfinite(ev['unigram_loss'])
-  lines = [json.loads(l) for l in
+  lines = [json.loads(line) for line in
            (tmp_path / 'metrics.jsonl').read_text().splitlines()]
-  assert [l['step'] for l in lines if l['split'] == 'train'] == [1, 2]
-  assert any(l['split'] == 'eval/eval' for l in lines)
+  assert [line['step'] for line in lines if line['split'] == 'train'] == [1, 2]
+  assert any(line['split'] == 'eval/eval' for line in lines)
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   assert (tmp_path / 'checkpoints' / '2').is_dir()
 
@@ -90,7 +89,7 @@ def test_nonfinite_step_stops_with_ids_and_keeps_the_last_good_state(
     scenario_files, tmp_path, monkeypatch):
   """A NaN loss at step 3 stops the run naming the step and the batch's
   scenarios, with the state of step 2 checkpointed."""
-  real_loss = steps._loss  # pylint: disable=protected-access
+  real_loss = steps._loss
 
   def poisoned_step(state, batch, rng, *, model_config, optimizer_config):
     del rng
@@ -100,7 +99,7 @@ def test_nonfinite_step_stops_with_ids_and_keeps_the_last_good_state(
       loss, sums = real_loss(params, *args)
       return jnp.where(state.step >= 2, jnp.nan, loss), sums
 
-    return steps._apply(state, loss_fn, (scene, toks, model_config),  # pylint: disable=protected-access
+    return steps._apply(state, loss_fn, (scene, toks, model_config),
                         optimizer_config)
 
   monkeypatch.setattr(steps, 'train_step', poisoned_step)
@@ -133,8 +132,8 @@ def _train_steps_logged(workdir: pathlib.Path) -> int:
   path = workdir / 'metrics.jsonl'
   if not path.exists():
     return 0
-  steps_ = [json.loads(l)['step'] for l in path.read_text().splitlines()
-            if '"train"' in l]
+  steps_ = [json.loads(line)['step'] for line in path.read_text().splitlines()
+            if '"train"' in line]
   return max(steps_, default=0)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from prefalign.train import loop
-
-from tests.train.conftest import tiny_config, write_scenarios  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.train.conftest import tiny_config  # noqa: E402
+from tests.train.conftest import write_scenarios  # noqa: E402
 
 _CHILD = '''
 import json, os, sys
@@ -91,7 +91,7 @@ def test_two_processes_train_like_one(scenario_files, tmp_path):
   for p in procs:
     out = p.communicate(timeout=900)[0]
     assert p.returncode == 0, out
-    line = [l for l in out.splitlines() if l.startswith('RESULT ')][-1]
+    line = [row for row in out.splitlines() if row.startswith('RESULT ')][-1]
     results.append(json.loads(line[len('RESULT '):]))
   assert sorted(r['process'] for r in results) == [0, 1]
   assert all(r['count'] == 2 and r['devices'] == 8 for r in results)

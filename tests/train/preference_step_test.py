@@ -14,8 +14,8 @@ from prefalign.model import motion_lm
 from prefalign.train import parallel
 from prefalign.train import steps
 from prefalign.train.state import TrainState
-
-from tests.train.conftest import READER, TINY_MODEL  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.train.conftest import READER  # noqa: E402
+from tests.train.conftest import TINY_MODEL  # noqa: E402
 
 OPT = steps.OptimizerConfig(learning_rate=3e-3, warmup_steps=1,
                             total_steps=10)

@@ -14,8 +14,8 @@ from prefalign.train import losses
 from prefalign.train import parallel
 from prefalign.train import steps
 from prefalign.train.state import TrainState
-
-from tests.train.conftest import READER, TINY_MODEL  # noqa: E402  pylint: disable=g-bad-import-order
+from tests.train.conftest import READER  # noqa: E402
+from tests.train.conftest import TINY_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -111,15 +111,15 @@ def test_a_nonfinite_step_keeps_the_last_good_state(batch):
   scene, toks = steps.model_inputs(batch, TINY_MODEL)
 
   def nan_loss(params, *args):
-    loss, sums = steps._loss(params, *args)  # pylint: disable=protected-access
+    loss, sums = steps._loss(params, *args)
     return loss * np.nan, sums
 
   good, good_metrics = jax.jit(functools.partial(
-      steps._apply, loss_fn=steps._loss,  # pylint: disable=protected-access
+      steps._apply, loss_fn=steps._loss,
       args=(scene, toks, TINY_MODEL), optimizer_config=opt))(state)
   assert float(good_metrics['nonfinite']) == 0.0 and int(good.step) == 1
   new, metrics = jax.jit(functools.partial(
-      steps._apply, loss_fn=nan_loss,  # pylint: disable=protected-access
+      steps._apply, loss_fn=nan_loss,
       args=(scene, toks, TINY_MODEL), optimizer_config=opt))(good)
   assert float(metrics['nonfinite']) == 1.0
   assert int(new.step) == 1

@@ -20,7 +20,7 @@ _ROOT = _HERE.parents[2]
 
 
 def main() -> int:
-  from grpc_tools import protoc  # pylint: disable=g-import-not-at-top
+  from grpc_tools import protoc
   protos = sorted(str(p.relative_to(_ROOT)) for p in _HERE.glob('*.proto'))
   rc = protoc.main(['protoc', f'-I{_ROOT}', f'--python_out={_ROOT}', *protos])
   if rc:
