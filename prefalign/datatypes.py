@@ -108,11 +108,6 @@ def wrap_yaw(yaw: jax.Array) -> jax.Array:
   return (yaw + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
-def _batch_shape(arr: Any, num_trailing: int) -> tuple[int, ...]:
-  shape = np.shape(arr)
-  return tuple(shape[:len(shape) - num_trailing])
-
-
 def _check(fields: dict[str, Any], dtypes: dict[str, Any],
            shape: tuple[int, ...], cls_name: str) -> None:
   for name, dtype in dtypes.items():

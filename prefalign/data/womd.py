@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 import dataclasses
 import glob as glob_lib
 import os
+from typing import Any
 
 from google.protobuf import message as pb_message
 import numpy as np
@@ -372,6 +373,188 @@ def _traffic_lights(scenario: scenario_pb2.Scenario, num_steps: int,
   return xyz, state, valid, lane_ids
 
 
+_COLUMNS = ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
+            'height')
+
+
+def _check_tracks(scenario: scenario_pb2.Scenario, tracks: dict[str, Any],
+                  config: ReaderConfig, where: dict[str, Any]) -> None:
+  """Finite, bounded values where valid; enough objects and the SDC now."""
+  valid = tracks['valid'].astype(bool)
+  current = scenario.current_time_index
+  for name in _COLUMNS:
+    bad = valid & ~np.isfinite(tracks[name])
+    if bad.any():
+      i, t = np.argwhere(bad)[0]
+      raise DataError(f'track {i} (id {scenario.tracks[i].id}) has a '
+                      f'non-finite {name} at step {t}', **where)
+  for name in ('x', 'y', 'z'):
+    bad = valid & (np.abs(tracks[name]) > config.max_abs_coordinate)
+    if bad.any():
+      i, t = np.argwhere(bad)[0]
+      raise DataError(
+          f'track {i} (id {scenario.tracks[i].id}) has {name}='
+          f'{tracks[name][i, t]:.6g} at step {t}, beyond '
+          f'max_abs_coordinate={config.max_abs_coordinate:g} m', **where)
+  num_valid_now = int(valid[:, current].sum())
+  if num_valid_now < config.min_valid_objects:
+    raise DataError(f'{num_valid_now} objects are valid at the current step '
+                    f'{current}; at least {config.min_valid_objects} needed',
+                    **where)
+  sdc = scenario.sdc_track_index
+  if not valid[sdc, current]:
+    raise DataError(f'the SDC (track {sdc}) is not valid at the current step '
+                    f'{current}', **where)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Selection:
+  """Which tracks become rows, and what the rows are.
+
+  Attributes:
+    keep: (K,) track indices of the kept rows, in row order.
+    num_rows: N, the padded row count (K when ``max_num_objects`` is None).
+    ids: (num_tracks,) int64 track ids.
+    interest: (num_tracks,) bool, the track is an object of interest.
+    tracks_to_predict: (M,) int64 track indices.
+    num_dropped: tracks left out.
+    num_dropped_sim_agents: of those, valid at the current step.
+  """
+  keep: np.ndarray
+  num_rows: int
+  ids: np.ndarray
+  interest: np.ndarray
+  tracks_to_predict: np.ndarray
+  num_dropped: int
+  num_dropped_sim_agents: int
+
+
+def _select_rows(scenario: scenario_pb2.Scenario, tracks: dict[str, Any],
+                 config: ReaderConfig, where: dict[str, Any]) -> _Selection:
+  """The kept tracks (``_select_objects``'s priorities); refuses to drop sim
+  agents unless ``config.drop_sim_agents``."""
+  valid = tracks['valid'].astype(bool)
+  current, sdc = scenario.current_time_index, scenario.sdc_track_index
+  num_tracks = len(scenario.tracks)
+  priority = np.zeros(num_tracks, np.int64)
+  ids = np.asarray([t.id for t in scenario.tracks], np.int64)
+  interest = np.isin(ids, np.asarray(scenario.objects_of_interest, np.int64))
+  priority[interest] = 2
+  ttp = np.asarray([r.track_index for r in scenario.tracks_to_predict],
+                   np.int64)
+  priority[ttp] = 1
+  keep = _select_objects(tracks, sdc, priority, current,
+                         config.max_num_objects)
+  dropped = np.ones(num_tracks, bool)
+  dropped[keep] = False
+  num_dropped_agents = int((dropped & valid[:, current]).sum())
+  if num_dropped_agents and not config.drop_sim_agents:
+    raise DataError(
+        f'{int(valid[:, current].sum())} objects are valid at the current '
+        f'step {current}, more than max_num_objects={config.max_num_objects}'
+        f': {num_dropped_agents} sim agents would be left out of the metric; '
+        'raise max_num_objects (WOSAC: 128) or set drop_sim_agents=True',
+        **where)
+  n = len(keep) if config.max_num_objects is None else config.max_num_objects
+  return _Selection(keep=keep, num_rows=n, ids=ids, interest=interest,
+                    tracks_to_predict=ttp, num_dropped=int(dropped.sum()),
+                    num_dropped_sim_agents=num_dropped_agents)
+
+
+def _log_trajectory(scenario: scenario_pb2.Scenario, tracks: dict[str, Any],
+                    rows: _Selection, num_steps: int) -> datatypes.Trajectory:
+  """(N, T) log of the kept rows, -1 / False where invalid or padded."""
+  src_steps = len(scenario.timestamps_seconds)
+  keep, n = rows.keep, rows.num_rows
+  ts_micros = np.round(np.asarray(scenario.timestamps_seconds) * 1e6)
+  if src_steps < num_steps:  # extend the clock at 10 Hz
+    extra = ts_micros[-1] + datatypes.TIMESTEP_MICROS_INTERVAL * np.arange(
+        1, num_steps - src_steps + 1)
+    ts_micros = np.concatenate([ts_micros, extra])
+  kept_valid = _pad(tracks['valid'].astype(bool)[keep], num_steps, 1, False)
+  kept_valid = _pad(kept_valid, n, 0, False)
+  traj = {}
+  for name in _COLUMNS:
+    # Headings are kept as logged: WOMD stores some outside [-pi, pi), and
+    # the official WOSAC time-to-collision compares raw heading differences,
+    # so wrapping here would change metric values.
+    v = tracks[name][keep]
+    v = _pad(_pad(v, num_steps, 1, -1.0), n, 0, -1.0)
+    traj[name] = np.where(kept_valid, v, -1.0).astype(np.float32)
+  micros = np.broadcast_to(ts_micros, (n, num_steps))
+  traj['timestamp_micros'] = np.where(kept_valid, micros, -1).astype(np.int32)
+  return datatypes.Trajectory(valid=kept_valid, **traj)
+
+
+def _object_metadata(scenario: scenario_pb2.Scenario,
+                     rows: _Selection) -> datatypes.ObjectMetadata:
+  """(N,) metadata of the kept rows (padded rows invalid)."""
+  keep, n = rows.keep, rows.num_rows
+  types = np.asarray([t.object_type for t in scenario.tracks], np.int64)
+  return datatypes.ObjectMetadata(
+      ids=_pad(rows.ids[keep], n, 0, -1).astype(np.int32),
+      object_types=_pad(types[keep], n, 0, 0).astype(np.int32),
+      is_sdc=_pad(keep == scenario.sdc_track_index, n, 0, False),
+      is_modeled=_pad(np.isin(keep, rows.tracks_to_predict), n, 0, False),
+      is_valid=_pad(np.ones(len(keep), bool), n, 0, False),
+      objects_of_interest=_pad(rows.interest[keep], n, 0, False),
+      is_controlled=np.zeros(n, bool),
+  )
+
+
+def _roadgraph_points(scenario: scenario_pb2.Scenario, ref_xy: np.ndarray,
+                      config: ReaderConfig, where: dict[str, Any]
+                      ) -> datatypes.RoadgraphPoints:
+  """(P,) road-graph points nearest ``ref_xy`` first (whole features)."""
+  rg = _road_graph(scenario, ref_xy, config.max_roadgraph_points)
+  num_pts = len(rg['ids'])
+  if config.require_roadgraph and num_pts == 0:
+    raise DataError('scenario has no road graph (no map feature with '
+                    'points); set ReaderConfig.require_roadgraph=False to '
+                    'accept it', **where)
+  p = num_pts if config.max_roadgraph_points is None else (
+      config.max_roadgraph_points)
+  bad = np.abs(rg['xyz']) > config.max_abs_coordinate
+  if bad.any() or not np.all(np.isfinite(rg['xyz'])):
+    j = int(np.argmax(bad.any(-1) | ~np.isfinite(rg['xyz']).all(-1)))
+    raise DataError(f'map feature {int(rg["ids"][j])} has a non-finite or '
+                    f'huge coordinate {rg["xyz"][j].tolist()}', **where)
+  f32 = lambda a, fill=-1.0: _pad(a, p, 0, fill).astype(np.float32)
+  return datatypes.RoadgraphPoints(
+      x=f32(rg['xyz'][:, 0]), y=f32(rg['xyz'][:, 1]), z=f32(rg['xyz'][:, 2]),
+      dir_x=f32(rg['dir'][:, 0], 0.0), dir_y=f32(rg['dir'][:, 1], 0.0),
+      dir_z=f32(rg['dir'][:, 2], 0.0),
+      types=_pad(rg['types'], p, 0, -1).astype(np.int32),
+      ids=_pad(rg['ids'], p, 0, -1).astype(np.int32),
+      valid=_pad(np.ones(num_pts, bool), p, 0, False))
+
+
+def _traffic_light_states(scenario: scenario_pb2.Scenario,
+                          ref_xy: np.ndarray, config: ReaderConfig
+                          ) -> datatypes.TrafficLights:
+  """(L, T) signal states of the lanes nearest ``ref_xy``."""
+  num_steps = config.num_timesteps
+  tl_xyz, tl_state, tl_valid, lane_ids = _traffic_lights(
+      scenario, len(scenario.timestamps_seconds), ref_xy,
+      config.max_traffic_lights)
+  num_l = len(lane_ids) if config.max_traffic_lights is None else (
+      config.max_traffic_lights)
+
+  def tl(a, fill):
+    return _pad(_pad(a, num_steps, 1, fill), num_l, 0, fill)
+
+  tl_valid = tl(tl_valid, False)
+  return datatypes.TrafficLights(
+      x=np.where(tl_valid, tl(tl_xyz[..., 0], -1.0), -1).astype(np.float32),
+      y=np.where(tl_valid, tl(tl_xyz[..., 1], -1.0), -1).astype(np.float32),
+      z=np.where(tl_valid, tl(tl_xyz[..., 2], -1.0), -1).astype(np.float32),
+      state=np.where(tl_valid, tl(tl_state, -1), -1).astype(np.int32),
+      lane_ids=np.where(
+          tl_valid, np.broadcast_to(_pad(lane_ids, num_l, 0, -1)[:, None],
+                                    (num_l, num_steps)), -1).astype(np.int32),
+      valid=tl_valid)
+
+
 def state_from_scenario(
     scenario: scenario_pb2.Scenario,
     config: ReaderConfig = ReaderConfig(),
@@ -399,154 +582,37 @@ def state_from_scenario(
       scenario and track.
   """
   check_scenario(scenario, path=path, record=record)
-  sid = scenario.scenario_id
-
-  def fail(msg):
-    raise DataError(msg, path=path, record=record, scenario_id=sid)
-
+  where = {'path': path, 'record': record,
+           'scenario_id': scenario.scenario_id}
   src_steps = len(scenario.timestamps_seconds)
   num_steps = config.num_timesteps
   if src_steps > num_steps:
-    fail(f'scenario has {src_steps} steps, more than the configured '
-         f'num_timesteps={num_steps}')
-  current = scenario.current_time_index
+    raise DataError(f'scenario has {src_steps} steps, more than the '
+                    f'configured num_timesteps={num_steps}', **where)
+  current, sdc = scenario.current_time_index, scenario.sdc_track_index
   tracks = _track_arrays(scenario)
-  valid = tracks['valid'].astype(bool)
-  for name in ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
-               'height'):
-    bad = valid & ~np.isfinite(tracks[name])
-    if bad.any():
-      i, t = np.argwhere(bad)[0]
-      fail(f'track {i} (id {scenario.tracks[i].id}) has a non-finite '
-           f'{name} at step {t}')
-  for name in ('x', 'y', 'z'):
-    bad = valid & (np.abs(tracks[name]) > config.max_abs_coordinate)
-    if bad.any():
-      i, t = np.argwhere(bad)[0]
-      fail(f'track {i} (id {scenario.tracks[i].id}) has {name}='
-           f'{tracks[name][i, t]:.6g} at step {t}, beyond '
-           f'max_abs_coordinate={config.max_abs_coordinate:g} m')
-  num_valid_now = int(valid[:, current].sum())
-  if num_valid_now < config.min_valid_objects:
-    fail(f'{num_valid_now} objects are valid at the current step '
-         f'{current}; at least {config.min_valid_objects} needed')
-  sdc = scenario.sdc_track_index
-  if not valid[sdc, current]:
-    fail(f'the SDC (track {sdc}) is not valid at the current step {current}')
-
-  num_tracks = len(scenario.tracks)
-  priority = np.zeros(num_tracks, np.int64)
-  ids = np.asarray([t.id for t in scenario.tracks], np.int64)
-  interest = np.isin(ids, np.asarray(scenario.objects_of_interest, np.int64))
-  priority[interest] = 2
-  ttp = np.asarray([r.track_index for r in scenario.tracks_to_predict],
-                   np.int64)
-  priority[ttp] = 1
-  keep = _select_objects(tracks, sdc, priority, current,
-                         config.max_num_objects)
-  dropped = np.ones(num_tracks, bool)
-  dropped[keep] = False
-  num_dropped_agents = int((dropped & valid[:, current]).sum())
-  if num_dropped_agents and not config.drop_sim_agents:
-    fail(f'{num_valid_now} objects are valid at the current step {current}, '
-         f'more than max_num_objects={config.max_num_objects}: '
-         f'{num_dropped_agents} sim agents would be left out of the metric; '
-         'raise max_num_objects (WOSAC: 128) or set drop_sim_agents=True')
-  n = len(keep) if config.max_num_objects is None else config.max_num_objects
-
-  # --- trajectory -----------------------------------------------------------
-  ts_micros = np.round(np.asarray(scenario.timestamps_seconds) * 1e6)
-  if src_steps < num_steps:  # extend the clock at 10 Hz
-    extra = ts_micros[-1] + datatypes.TIMESTEP_MICROS_INTERVAL * np.arange(
-        1, num_steps - src_steps + 1)
-    ts_micros = np.concatenate([ts_micros, extra])
-  kept_valid = _pad(valid[keep], num_steps, 1, False)
-  kept_valid = _pad(kept_valid, n, 0, False)
-  traj = {}
-  for name in ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
-               'height'):
-    # Headings are kept as logged: WOMD stores some outside [-pi, pi), and
-    # the official WOSAC time-to-collision compares raw heading differences,
-    # so wrapping here would change metric values.
-    v = tracks[name][keep]
-    v = _pad(_pad(v, num_steps, 1, -1.0), n, 0, -1.0)
-    traj[name] = np.where(kept_valid, v, -1.0).astype(np.float32)
-  micros = np.broadcast_to(ts_micros, (n, num_steps))
-  traj['timestamp_micros'] = np.where(kept_valid, micros, -1).astype(np.int32)
-  log = datatypes.Trajectory(valid=kept_valid, **traj)
-
-  # --- metadata -------------------------------------------------------------
-  row_valid = _pad(np.ones(len(keep), bool), n, 0, False)
-  types = np.asarray([t.object_type for t in scenario.tracks], np.int64)
-  metadata = datatypes.ObjectMetadata(
-      ids=_pad(ids[keep], n, 0, -1).astype(np.int32),
-      object_types=_pad(types[keep], n, 0, 0).astype(np.int32),
-      is_sdc=_pad(keep == sdc, n, 0, False),
-      is_modeled=_pad(np.isin(keep, ttp), n, 0, False),
-      is_valid=row_valid,
-      objects_of_interest=_pad(interest[keep], n, 0, False),
-      is_controlled=np.zeros(n, bool),
-  )
-
-  # --- road graph -----------------------------------------------------------
+  _check_tracks(scenario, tracks, config, where)
+  rows = _select_rows(scenario, tracks, config, where)
+  log = _log_trajectory(scenario, tracks, rows, num_steps)
   ref_xy = np.array([tracks['x'][sdc, current], tracks['y'][sdc, current]])
-  rg = _road_graph(scenario, ref_xy, config.max_roadgraph_points)
-  num_pts = len(rg['ids'])
-  if config.require_roadgraph and num_pts == 0:
-    fail('scenario has no road graph (no map feature with points); set '
-         'ReaderConfig.require_roadgraph=False to accept it')
-  p = num_pts if config.max_roadgraph_points is None else (
-      config.max_roadgraph_points)
-  bad = np.abs(rg['xyz']) > config.max_abs_coordinate
-  if bad.any() or not np.all(np.isfinite(rg['xyz'])):
-    j = int(np.argmax(bad.any(-1) | ~np.isfinite(rg['xyz']).all(-1)))
-    fail(f'map feature {int(rg["ids"][j])} has a non-finite or huge '
-         f'coordinate {rg["xyz"][j].tolist()}')
-  f32 = lambda a, fill=-1.0: _pad(a, p, 0, fill).astype(np.float32)
-  roadgraph = datatypes.RoadgraphPoints(
-      x=f32(rg['xyz'][:, 0]), y=f32(rg['xyz'][:, 1]), z=f32(rg['xyz'][:, 2]),
-      dir_x=f32(rg['dir'][:, 0], 0.0), dir_y=f32(rg['dir'][:, 1], 0.0),
-      dir_z=f32(rg['dir'][:, 2], 0.0),
-      types=_pad(rg['types'], p, 0, -1).astype(np.int32),
-      ids=_pad(rg['ids'], p, 0, -1).astype(np.int32),
-      valid=_pad(np.ones(num_pts, bool), p, 0, False))
-
-  # --- traffic lights -------------------------------------------------------
-  tl_xyz, tl_state, tl_valid, lane_ids = _traffic_lights(
-      scenario, src_steps, ref_xy, config.max_traffic_lights)
-  num_l = len(lane_ids) if config.max_traffic_lights is None else (
-      config.max_traffic_lights)
-
-  def tl(a, fill):
-    return _pad(_pad(a, num_steps, 1, fill), num_l, 0, fill)
-
-  tl_valid = tl(tl_valid, False)
-  lights = datatypes.TrafficLights(
-      x=np.where(tl_valid, tl(tl_xyz[..., 0], -1.0), -1).astype(np.float32),
-      y=np.where(tl_valid, tl(tl_xyz[..., 1], -1.0), -1).astype(np.float32),
-      z=np.where(tl_valid, tl(tl_xyz[..., 2], -1.0), -1).astype(np.float32),
-      state=np.where(tl_valid, tl(tl_state, -1), -1).astype(np.int32),
-      lane_ids=np.where(
-          tl_valid, np.broadcast_to(_pad(lane_ids, num_l, 0, -1)[:, None],
-                                    (num_l, num_steps)), -1).astype(np.int32),
-      valid=tl_valid)
-
-  # --- reset: the simulation starts as the log up to the current step ------
-  sim_valid = kept_valid & (np.arange(num_steps) <= current)
-  sim = datatypes.Trajectory(
-      valid=sim_valid,
-      **{k: np.where(sim_valid, v, np.asarray(-1, v.dtype))
-         for k, v in traj.items()})
+  roadgraph = _roadgraph_points(scenario, ref_xy, config, where)
+  lights = _traffic_light_states(scenario, ref_xy, config)
+  # Reset: the simulation starts as the log up to the current step.
+  sim_valid = log.valid & (np.arange(num_steps) <= current)
+  sim = datatypes.Trajectory(valid=sim_valid, **{
+      f.name: np.where(sim_valid, getattr(log, f.name),
+                       np.asarray(-1, getattr(log, f.name).dtype))
+      for f in dataclasses.fields(log) if f.name != 'valid'})
   state = datatypes.SimulatorState(
       sim_trajectory=sim, log_trajectory=log, log_traffic_light=lights,
-      object_metadata=metadata, timestep=np.asarray(current, np.int32),
-      roadgraph_points=roadgraph)
+      object_metadata=_object_metadata(scenario, rows),
+      timestep=np.asarray(current, np.int32), roadgraph_points=roadgraph)
   return ScenarioExample(
-      state=state, scenario_id=sid,
+      state=state, scenario_id=scenario.scenario_id,
       path=None if path is None else os.fspath(path), record=record,
-      track_index=_pad(keep, n, 0, -1),
-      num_dropped_objects=int(dropped.sum()),
-      num_dropped_sim_agents=num_dropped_agents)
+      track_index=_pad(rows.keep, rows.num_rows, 0, -1),
+      num_dropped_objects=rows.num_dropped,
+      num_dropped_sim_agents=rows.num_dropped_sim_agents)
 
 
 # ---------------------------------------------------------------------------

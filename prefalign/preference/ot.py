@@ -290,8 +290,14 @@ def _rounded_cost(plan: jax.Array, cost: jax.Array, a: jax.Array,
 
 
 def _ott(cost: jax.Array, log_a: jax.Array, log_b: jax.Array,
-         config: SinkhornConfig) -> tuple[jax.Array, jax.Array]:
-  """ott-jax's Sinkhorn on (B, n, m), vmapped over B."""
+         config: SinkhornConfig
+         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """ott-jax's Sinkhorn on (B, n, m), vmapped over B.
+
+  Returns:
+    (B,) rounded transport costs, (B,) marginal errors of the rounded plans
+    and (B,) int32 iteration counts, as ``_native``.
+  """
   # Imported here: only this backend needs ott-jax at run time.
   from ott.geometry import epsilon_scheduler
   from ott.geometry import geometry

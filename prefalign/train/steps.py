@@ -92,10 +92,6 @@ def _loss(params, scene, toks, model_config):
   return losses.safe_mean(sums['loss'], sums['count']), sums
 
 
-def _norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
 def train_step(state: TrainState, batch: datatypes.SimulatorState,
                rng: jax.Array, *, model_config: motion_lm.ModelConfig,
                optimizer_config: OptimizerConfig):
@@ -123,7 +119,7 @@ def _apply(state: TrainState, loss_fn, args, optimizer_config):
   state and the metrics every step logs."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, sums), grads = grad_fn(state.params, *args)
-  grad_norm = _norm(grads)
+  grad_norm = optax.tree.norm(grads)
   # A non-finite loss or gradient leaves the state as it was (the last good
   # one) and is reported as ``nonfinite`` = 1, for the loop to stop on.
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -133,7 +129,7 @@ def _apply(state: TrainState, loss_fn, args, optimizer_config):
   metrics = dict(sums)
   metrics.update(
       mean_loss=loss, grad_norm=grad_norm,
-      param_norm=_norm(new_state.params),
+      param_norm=optax.tree.norm(new_state.params),
       learning_rate=learning_rate_schedule(optimizer_config)(state.step),
       nonfinite=1.0 - finite.astype(jnp.float32))
   return new_state, metrics
