@@ -488,6 +488,31 @@ class SimulatorState:
     chex.assert_type(self.timestep, jnp.int32)
 
 
+# Where the metric's rollouts put objects that are not there: far from any
+# scene and 100 m apart, so they touch nothing (every row counts as valid).
+PARK_START = 1e5
+PARK_SPACING = 100.0
+
+
+def park_invalid(traj: Trajectory, valid: jax.Array | None = None
+                 ) -> Trajectory:
+  """``traj`` with x, y moved far away where ``valid`` is False.
+
+  Args:
+    traj: (..., N, T) trajectories.
+    valid: (..., N, T) bool, broadcastable; ``traj.valid`` when None.
+
+  Returns:
+    The trajectories with row ``i``'s invalid steps at ``PARK_START +
+    PARK_SPACING * i`` (metres) in x and y; every other field unchanged.
+  """
+  valid = traj.valid if valid is None else valid
+  rows = jnp.arange(traj.x.shape[-2], dtype=jnp.float32)[:, None]
+  spot = PARK_START + PARK_SPACING * rows
+  return traj.replace(x=jnp.where(valid, traj.x, spot),
+                      y=jnp.where(valid, traj.y, spot))
+
+
 def _time_slice(traj: Trajectory, t: jax.Array) -> Trajectory:
   """Slices (..., N, T) to (..., N, 1) at per-batch index ``t``."""
   t = jnp.asarray(t)

@@ -312,19 +312,15 @@ def replay_tokens(state: datatypes.SimulatorState, token_ids: jax.Array,
       start_pose=start, start_valid=valid)
 
 
-def to_metric_trajectory(rollouts: Rollouts,
-                         park: float | None = 1e5) -> datatypes.Trajectory:
+def to_metric_trajectory(rollouts: Rollouts) -> datatypes.Trajectory:
   """Rollouts as the WOSAC metric takes them: (B, R, A, 80), every row valid.
 
-  Objects that are not simulated are parked far apart (``park`` + 100 m per
-  row) where they touch nothing, as ``metrics.wosac.log_rollouts`` does.
+  Objects that are not simulated are parked far apart
+  (``datatypes.park_invalid``) where they touch nothing, as
+  ``metrics.wosac.log_rollouts`` does.
   """
-  t = rollouts.trajectory
-  rows = jnp.arange(t.x.shape[-2], dtype=jnp.float32)[:, None]
-  spot = park + 100.0 * rows
-  return t.replace(x=jnp.where(t.valid, t.x, spot),
-                   y=jnp.where(t.valid, t.y, spot),
-                   valid=jnp.ones_like(t.valid))
+  t = datatypes.park_invalid(rollouts.trajectory)
+  return t.replace(valid=jnp.ones_like(t.valid))
 
 
 # ---------------------------------------------------------------------------

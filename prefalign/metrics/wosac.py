@@ -311,10 +311,8 @@ def log_rollouts(state: datatypes.SimulatorState,
   valid everywhere, so objects absent from the log at a step are parked far
   away (100 m apart) where they touch nothing.
   """
-  fut = jax.tree.map(lambda a: a[..., NOW + 1:], state.log_trajectory)
-  park = 1e5 + 100.0 * jnp.arange(fut.x.shape[0], dtype=jnp.float32)[:, None]
-  fut = fut.replace(x=jnp.where(fut.valid, fut.x, park),
-                    y=jnp.where(fut.valid, fut.y, park))
+  fut = datatypes.park_invalid(
+      jax.tree.map(lambda a: a[..., NOW + 1:], state.log_trajectory))
   return jax.tree.map(
       lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
 
@@ -335,14 +333,14 @@ def constant_velocity_rollouts(state: datatypes.SimulatorState,
   t = datatypes.TIME_INTERVAL * jnp.arange(1, num_t + 1, dtype=jnp.float32)
   x = now.x + now.vel_x * t
   y = now.y + now.vel_y * t
-  park = 1e5 + 100.0 * jnp.arange(x.shape[0], dtype=jnp.float32)[:, None]
   ok = jnp.broadcast_to(now.valid, x.shape)
   full = lambda a: jnp.broadcast_to(a, x.shape)
   fut = jax.tree.map(lambda a: a[..., NOW + 1:], traj).replace(
-      x=jnp.where(ok, x, park), y=jnp.where(ok, y, park), z=full(now.z),
+      x=x, y=y, z=full(now.z),
       yaw=full(now.yaw), vel_x=full(now.vel_x), vel_y=full(now.vel_y),
       length=full(now.length), width=full(now.width),
-      height=full(now.height), valid=jnp.ones_like(ok))
+      height=full(now.height))
+  fut = datatypes.park_invalid(fut, ok).replace(valid=jnp.ones_like(ok))
   return jax.tree.map(
       lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
 
