@@ -15,6 +15,8 @@ from prefalign import datatypes
 from prefalign import viz
 from prefalign.data import synthetic
 from prefalign.data import womd
+from prefalign.viz import roadgraph
+from prefalign.viz import rollouts
 
 FULL = womd.ReaderConfig(max_num_objects=None, max_roadgraph_points=None,
                          max_traffic_lights=None)
@@ -99,18 +101,18 @@ def test_segments_never_join_features():
       [_M.CROSSWALK] * 3 + [-1, _M.STOP_SIGN],
       ids=[1, 1, 1, 2, 2, 3, 3, 3, -1, 4],
       valid=[True] * 8 + [False, True])
-  segs = viz._polyline_segments(rg)
+  segs = roadgraph.polyline_segments(rg)
   np.testing.assert_allclose(segs, [[[0, 0], [1, 0]], [[1, 0], [2, 0]],
                                     [[50, 50], [51, 50]]])
   # Either end in the mask keeps a segment.
   mask = np.zeros(10, bool)
   mask[2] = True
-  np.testing.assert_allclose(viz._polyline_segments(rg, mask),
+  np.testing.assert_allclose(roadgraph.polyline_segments(rg, mask),
                              [[[1, 0], [2, 0]]])
-  lines, types = viz._polylines(rg, None)
+  lines, types = roadgraph.polylines(rg, None)
   assert [len(line) for line in lines] == [3, 2]
   assert list(types) == [_M.LANE_SURFACE_STREET, _M.ROAD_EDGE_BOUNDARY]
-  polys = viz._polygons(rg, None)
+  polys = roadgraph.polygons(rg, None)
   assert len(polys) == 1 and polys[0][0] == _M.CROSSWALK
 
 
@@ -120,16 +122,16 @@ def test_drawn_segments_are_same_id_pairs_in_view(state, extent):
   ax = fig.axes[0]
   view = ax.get_xlim() + ax.get_ylim()
   rg = state.roadgraph_points
-  mask = viz._crop_mask(rg, view)
+  mask = roadgraph.crop_mask(rg, view)
   expected = _pairs_in_mask(rg, mask)
   assert expected > 0
-  assert len(viz._polyline_segments(rg, mask)) == expected
+  assert len(roadgraph.polyline_segments(rg, mask)) == expected
   assert _drawn_roadgraph_edges(ax) == expected
   if extent is not None:  # the crop dropped part of the 200 m road
     assert expected < _pairs_in_mask(rg, np.ones(len(rg.ids), bool))
   # No segment joins two features: all are one 2 m step of a polyline.
-  lengths = np.linalg.norm(np.diff(viz._polyline_segments(rg, mask), axis=1),
-                           axis=-1)
+  segs = roadgraph.polyline_segments(rg, mask)
+  lengths = np.linalg.norm(np.diff(segs, axis=1), axis=-1)
   np.testing.assert_allclose(lengths, 2.0, atol=1e-3)
 
 
@@ -214,9 +216,9 @@ def test_side_by_side_gif_outlines_overlapping_boxes(state, tmp_path):
   crash = log.replace(x=np.array(log.x), y=np.array(log.y))
   crash.x[both[1]] = log.x[both[0]]
   crash.y[both[1]] = log.y[both[0]]
-  hits = viz._overlapping(*viz._rollout_arrays(state, crash))
+  hits = rollouts.overlapping(*rollouts.rollout_arrays(state, crash))
   assert hits[both].all() and not np.delete(hits, both, 0).any()
-  assert not viz._overlapping(*viz._rollout_arrays(state, log)).any()
+  assert not rollouts.overlapping(*rollouts.rollout_arrays(state, log)).any()
   path = tmp_path / 'pair.gif'
   viz.animate_rollouts(state, {'log': log, 'crash': crash}, path=path,
                        dpi=40)
@@ -266,10 +268,11 @@ def test_plot_real_scenario(shared_womd, tmp_path):
   assert out.stat().st_size > 50_000
   ax = fig.axes[0]
   rg = example.state.roadgraph_points
-  mask = viz._crop_mask(rg, ax.get_xlim() + ax.get_ylim())
+  mask = roadgraph.crop_mask(rg, ax.get_xlim() + ax.get_ylim())
   # The default view is 150 m around the SDC, so part of the map is cropped.
   assert 0 < _drawn_roadgraph_edges(ax) == len(
-      viz._polyline_segments(rg, mask)) < len(viz._polyline_segments(rg))
+      roadgraph.polyline_segments(rg, mask)) < len(
+          roadgraph.polyline_segments(rg))
   num_now = int(np.sum(example.state.log_trajectory.valid[:, 10]))
   boxes = [c for c in ax.collections if c.get_gid() == 'boxes'][0]
   assert len(boxes.get_paths()) == num_now
