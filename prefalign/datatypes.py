@@ -108,6 +108,27 @@ def wrap_yaw(yaw: jax.Array) -> jax.Array:
   return (yaw + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
+def box_corners(x: jax.Array, y: jax.Array, length: jax.Array,
+                width: jax.Array, yaw: jax.Array) -> jax.Array:
+  """Corners of oriented boxes.
+
+  Args:
+    x, y, length, width, yaw: broadcastable arrays (...).
+
+  Returns:
+    (..., 4, 2): front-right, front-left, rear-left, rear-right, which is
+    counter-clockwise for positive dimensions.
+  """
+  x, y, length, width, yaw = jnp.broadcast_arrays(x, y, length, width, yaw)
+  c, s = jnp.cos(yaw)[..., None], jnp.sin(yaw)[..., None]
+  # Body-frame corner signs, front-right first, counter-clockwise.
+  lon = jnp.array([1.0, 1.0, -1.0, -1.0]) * (length[..., None] / 2)
+  lat = jnp.array([-1.0, 1.0, 1.0, -1.0]) * (width[..., None] / 2)
+  cx = x[..., None] + c * lon - s * lat
+  cy = y[..., None] + s * lon + c * lat
+  return jnp.stack([cx, cy], axis=-1)
+
+
 def _check(fields: dict[str, Any], dtypes: dict[str, Any],
            shape: tuple[int, ...], cls_name: str) -> None:
   for name, dtype in dtypes.items():
@@ -190,9 +211,7 @@ class Trajectory:
   @property
   def bbox_corners(self) -> jax.Array:
     """(..., N, T, 4, 2) corners from front-right, counter-clockwise."""
-    from prefalign.sim import geometry
-    return geometry.box_corners(self.x, self.y, self.length, self.width,
-                                self.yaw)
+    return box_corners(self.x, self.y, self.length, self.width, self.yaw)
 
   def stack_fields(self, names: Sequence[str]) -> jax.Array:
     """Stacks the named fields on a new last axis: (..., N, T, len(names))."""

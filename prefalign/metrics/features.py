@@ -24,7 +24,9 @@ evaluated objects.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -257,6 +259,128 @@ def time_to_collision(traj: datatypes.Trajectory, eval_index: jax.Array,
 
 
 @jax.named_scope('features.distance_to_road_edge')
+def _edge_query_points(ev: datatypes.Trajectory) -> jax.Array:
+  """(B, E, T, 4, 3): each box's corners at the height of its base."""
+  corners = geometry.box_corners(ev.x, ev.y, ev.length, ev.width, ev.yaw)
+  z = jnp.broadcast_to((ev.z - ev.height / 2)[..., None], corners.shape[:-1])
+  return jnp.concatenate([corners, z[..., None]], -1)
+
+
+class _EdgeSearch(NamedTuple):
+  """The road-edge segments of one map, laid out for the certified search.
+
+  Attributes:
+    table: ``geometry.segment_table`` of the road edges.
+    lo, hi: (S, 3) bounding boxes of the segments in stretched space.
+    stretch: (3,) the search space's scale (z stretched).
+    z_stretch: the vertical weight.
+  """
+  table: dict[str, jax.Array]
+  lo: jax.Array
+  hi: jax.Array
+  stretch: jax.Array
+  z_stretch: float
+
+
+def _edge_search(roadgraph: datatypes.RoadgraphPoints, mask: jax.Array,
+                 z_stretch: float, wrap_all_closed: bool) -> _EdgeSearch:
+  table = geometry.segment_table(roadgraph, mask, wrap_all_closed)
+  # Distances are measured in a space with z stretched: the nearest segment
+  # is the one nearest there (the magnitude returned is the 2-D distance).
+  stretch = jnp.array([1.0, 1.0, z_stretch], jnp.float32)
+  a, v = table['start'] * stretch, table['vec'] * stretch
+  return _EdgeSearch(table=table, lo=jnp.minimum(a, a + v),
+                     hi=jnp.maximum(a, a + v), stretch=stretch,
+                     z_stretch=z_stretch)
+
+
+def _nearest_in_group(s: _EdgeSearch, qs: jax.Array, idx: jax.Array):
+  """(M, 3) queries, (k,) candidates -> each query's nearest candidate and
+  its stretched distance."""
+  # Same arithmetic as the brute-force search, so near-ties break alike.
+  _, off = geometry.segment_offsets(
+      qs[:, None, :], s.table['start'][idx], s.table['vec'][idx])
+  d2 = off[..., 0]**2 + off[..., 1]**2 + (s.z_stretch * off[..., 2])**2
+  d2 = jnp.where(s.table['valid'][idx], d2, jnp.inf)
+  j = jnp.argmin(d2, axis=-1)  # candidates are sorted: ties -> lowest
+  best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
+  return idx[j], jnp.sqrt(best)
+
+
+def _certified_search(s: _EdgeSearch, pts_groups: jax.Array,
+                      valid: jax.Array, win: int, *, budget_rows: int,
+                      redo_budget: int, pool_size: int, pooled: bool = False
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Certified search over (O, G, M, 3) groups; (signed, fits budget).
+
+  ``pooled``: each object first keeps its ``pool_size`` nearest segments.
+  ``budget_rows``: the rollout count the redo budget is scaled by.
+  """
+  table = s.table
+  stretched = pts_groups * s.stretch
+  pool = pool_threshold = None
+  if pooled and pool_size < s.lo.shape[0]:
+    pool, pool_threshold = _nearest.object_pool(
+        stretched, valid, s.lo, s.hi, table['valid'], pool_size)
+  cand, threshold = _nearest.nearest_candidates(
+      stretched, valid, s.lo, s.hi, table['valid'], window=win, pool=pool,
+      pool_threshold=pool_threshold)
+  nearest, best = jax.vmap(jax.vmap(
+      lambda qs, idx: _nearest_in_group(s, qs, idx)))(pts_groups, cand)
+  # Queries whose list is not certified (far from every edge, or in a
+  # group spread wide) are redone by brute force, up to a budget.
+  unsure = (valid & (best >= threshold[..., None])).reshape(-1)
+  num_unsure = jnp.sum(unsure)
+  budget = min(redo_budget * max(budget_rows, 16), unsure.shape[0])
+  (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
+  q_flat = pts_groups.reshape(-1, 3)
+  signed = jax.vmap(lambda q, i: geometry.signed_at(q, i, table))(
+      q_flat, nearest.reshape(-1))
+  again = _nearest.map_live(
+      lambda q: geometry.distance_one_point(q, table, s.z_stretch),
+      q_flat[redo], num_unsure)
+  keep = jnp.arange(budget) < num_unsure
+  signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
+  return signed, num_unsure <= budget
+
+
+def _pruned_edge_distance(pts: jax.Array, valid: jax.Array, s: _EdgeSearch,
+                          brute, *, window: int, redo_budget: int,
+                          pool_size: int) -> jax.Array:
+  """(B, E, T, 4) signed corner distances by the certified searches:
+  groups across the rollouts first, then per rollout, then ``brute``."""
+  b, e, t = valid.shape
+  search = functools.partial(_certified_search, s, budget_rows=b,
+                             redo_budget=redo_budget, pool_size=pool_size)
+  # First, groups of one corner of one object at one step across the
+  # rollouts: rollouts that stay close share one list (cheapest).
+  across, ok = search(
+      jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3),
+      jnp.broadcast_to(jnp.moveaxis(valid, 0, 2)[:, :, None, :],
+                       (e, t, 4, b)).reshape(e, t * 4, b), window)
+
+  def per_rollout(_):
+    # Rollouts that diverge (a learned policy's samples spread over tens
+    # of metres) leave those groups uncertified. Then the groups are the
+    # four corners of one box at one step of one rollout (a box wide),
+    # per evaluated object over its rollouts and steps, searching the
+    # object's pool of nearest segments over everywhere it goes.
+    groups = jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e, b * t, 4, 3)
+    group_valid = jnp.broadcast_to(
+        jnp.transpose(valid, (1, 0, 2))[..., None],
+        (e, b, t, 4)).reshape(e, b * t, 4)
+    signed, fits = search(groups, group_valid, min(window, t), pooled=True)
+    return jax.lax.cond(
+        fits,
+        lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
+        brute, None)
+
+  d = jax.lax.cond(
+      ok, lambda _: jnp.transpose(across.reshape(e, t, 4, b), (3, 0, 1, 2)),
+      per_rollout, None)
+  return jnp.where(jnp.any(s.table['valid']), d, -_BIG)
+
+
 def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           roadgraph: datatypes.RoadgraphPoints, *,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
@@ -306,10 +430,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), traj)
   if eval_mask is not None:
     ev = ev.replace(valid=ev.valid & eval_mask[:, None])
-  b, e, t = ev.x.shape
-  corners = geometry.box_corners(ev.x, ev.y, ev.length, ev.width, ev.yaw)
-  z = jnp.broadcast_to((ev.z - ev.height / 2)[..., None], corners.shape[:-1])
-  pts = jnp.concatenate([corners, z[..., None]], -1)  # (B, E, T, 4, 3)
+  pts = _edge_query_points(ev)  # (B, E, T, 4, 3)
   mask = roadgraph.is_road_edge
 
   def brute(_):
@@ -321,80 +442,10 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
   if not prune or roadgraph.num_points < 2:
     d = brute(None)
   else:
-    table = geometry.segment_table(roadgraph, mask, wrap_all_closed)
-    # Distances are measured in a space with z stretched: the nearest segment
-    # is the one nearest there (the magnitude returned is the 2-D distance).
-    stretch = jnp.array([1.0, 1.0, z_stretch], jnp.float32)
-    a, v = table['start'] * stretch, table['vec'] * stretch
-    lo, hi = jnp.minimum(a, a + v), jnp.maximum(a, a + v)
-
-    def one_group(qs, idx):  # (M, 3) queries, (k,) candidates
-      # Same arithmetic as the brute-force search, so near-ties break alike.
-      _, off = geometry.segment_offsets(
-          qs[:, None, :], table['start'][idx], table['vec'][idx])
-      d2 = off[..., 0]**2 + off[..., 1]**2 + (z_stretch * off[..., 2])**2
-      d2 = jnp.where(table['valid'][idx], d2, jnp.inf)
-      j = jnp.argmin(d2, axis=-1)  # candidates are sorted: ties -> lowest
-      best = jnp.take_along_axis(d2, j[:, None], -1)[:, 0]
-      return idx[j], jnp.sqrt(best)
-
-    def search(pts_groups, valid, win, pooled=False):
-      """Certified search over (O, G, M, 3) groups; (signed, fits budget).
-
-      ``pooled``: each object first keeps its ``pool_size`` nearest segments.
-      """
-      stretched = pts_groups * stretch
-      pool = pool_threshold = None
-      if pooled and pool_size < lo.shape[0]:
-        pool, pool_threshold = _nearest.object_pool(
-            stretched, valid, lo, hi, table['valid'], pool_size)
-      cand, threshold = _nearest.nearest_candidates(
-          stretched, valid, lo, hi, table['valid'], window=win, pool=pool,
-          pool_threshold=pool_threshold)
-      nearest, best = jax.vmap(jax.vmap(one_group))(pts_groups, cand)
-      # Queries whose list is not certified (far from every edge, or in a
-      # group spread wide) are redone by brute force, up to a budget.
-      unsure = (valid & (best >= threshold[..., None])).reshape(-1)
-      num_unsure = jnp.sum(unsure)
-      budget = min(redo_budget * max(b, 16), unsure.shape[0])
-      (redo,) = jnp.nonzero(unsure, size=budget, fill_value=0)
-      q_flat = pts_groups.reshape(-1, 3)
-      signed = jax.vmap(lambda q, i: geometry.signed_at(q, i, table))(
-          q_flat, nearest.reshape(-1))
-      again = _nearest.map_live(
-          lambda q: geometry.distance_one_point(q, table, z_stretch),
-          q_flat[redo], num_unsure)
-      keep = jnp.arange(budget) < num_unsure
-      signed = signed.at[redo].set(jnp.where(keep, again, signed[redo]))
-      return signed, num_unsure <= budget
-
-    # First, groups of one corner of one object at one step across the
-    # rollouts: rollouts that stay close share one list (cheapest).
-    across, ok = search(
-        jnp.transpose(pts, (1, 2, 3, 0, 4)).reshape(e, t * 4, b, 3),
-        jnp.broadcast_to(jnp.moveaxis(ev.valid, 0, 2)[:, :, None, :],
-                         (e, t, 4, b)).reshape(e, t * 4, b), window)
-
-    def per_rollout(_):
-      # Rollouts that diverge (a learned policy's samples spread over tens
-      # of metres) leave those groups uncertified. Then the groups are the
-      # four corners of one box at one step of one rollout (a box wide),
-      # per evaluated object over its rollouts and steps, searching the
-      # object's pool of nearest segments over everywhere it goes.
-      groups = jnp.transpose(pts, (1, 0, 2, 3, 4)).reshape(e, b * t, 4, 3)
-      valid = jnp.broadcast_to(
-          jnp.transpose(ev.valid, (1, 0, 2))[..., None],
-          (e, b, t, 4)).reshape(e, b * t, 4)
-      signed, fits = search(groups, valid, min(window, t), pooled=True)
-      return jax.lax.cond(
-          fits,
-          lambda _: jnp.transpose(signed.reshape(e, b, t, 4), (1, 0, 2, 3)),
-          brute, None)
-
-    d = jax.lax.cond(
-        ok, lambda _: jnp.transpose(across.reshape(e, t, 4, b), (3, 0, 1, 2)),
-        per_rollout, None)
-    d = jnp.where(jnp.any(table['valid']), d, -_BIG)
+    d = _pruned_edge_distance(
+        pts, ev.valid, _edge_search(roadgraph, mask, z_stretch,
+                                    wrap_all_closed), brute,
+        window=window, redo_budget=redo_budget, pool_size=pool_size)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)
 
@@ -487,31 +538,11 @@ def traffic_light_violation(traj: datatypes.Trajectory,
       lambda _: jnp.zeros(shape, bool), None)
 
 
-def _traffic_light_violation(traj: datatypes.Trajectory,
-                             eval_index: jax.Array,
-                             roadgraph: datatypes.RoadgraphPoints,
-                             lights: datatypes.TrafficLights,
-                             budget: int = 1024,
-                             max_signal_segments: int = 4096,
-                             max_signal_runs: int | None = None
-                             ) -> jax.Array:
-  """``traffic_light_violation`` when some signal shows red.
-
-  A violation needs a crossing of a red signal's stop line, which is rare,
-  so the (expensive) nearest-lane search runs only for positions that cross
-  one: up to ``budget`` of them exactly, all of them by brute force beyond.
-  The stop point's own lane segment is searched once per run of steps over
-  which its signal stays put (up to ``max_signal_runs`` runs, default
-  2 L + 32; beyond, once per signal and step), among the segments of
-  signalled lanes (up to ``max_signal_segments``; beyond, among all).
-  """
-  roadgraph, lights = jax.tree.map(jnp.asarray, (roadgraph, lights))
-  start, end, seg_valid, seg_lane = _lane_segments(roadgraph)
-  ex = jnp.take(traj.x, eval_index, axis=-2)
-  ey = jnp.take(traj.y, eval_index, axis=-2)
-  ev_valid = jnp.take(traj.valid, eval_index, axis=-2)
-  xy = jnp.stack([ex, ey], -1)  # (B, E, T, 2)
-
+def _signal_stop_segments(lights: datatypes.TrafficLights, start, end,
+                          seg_valid, seg_lane, max_signal_segments: int,
+                          max_signal_runs: int | None):
+  """(L, T) index of each signal's stop-point segment on its lane, and
+  whether that lane exists (see ``_traffic_light_violation``)."""
   # The stop point's segment on the signal's lane, per signal and step,
   # searched among the segments of signalled lanes only (few), and only once
   # per run of steps over which a signal neither moves nor changes lane.
@@ -557,6 +588,61 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
   stop_seg, lane_exists = jax.tree.map(
       lambda a: a.reshape(num_l, num_t),
       jax.lax.cond(jnp.sum(signalled) <= size, compact, whole, None))
+  return stop_seg, lane_exists
+
+
+def _lanes_where_needed(xy: jax.Array, need: jax.Array, start, end,
+                        seg_valid, seg_lane, budget: int) -> jax.Array:
+  """(B, E, T) lane of the nearest lane segment of each position in
+  ``need`` (up to ``budget`` searched exactly; all by brute force beyond);
+  elsewhere the lane of segment 0."""
+  nearest_of = lambda q: _nearest_segment(q, start, end, seg_valid)
+  flat_need = need.reshape(-1)
+  num_need = jnp.sum(flat_need)
+  size = min(budget, flat_need.shape[0])
+  (idx,) = jnp.nonzero(flat_need, size=size, fill_value=0)
+
+  def few(_):
+    found = _nearest.map_live(nearest_of, xy.reshape(-1, 2)[idx],
+                              num_need, batch_size=16)
+    return jnp.zeros(flat_need.shape, found.dtype).at[idx].set(found)
+
+  def every(_):
+    return jax.lax.map(nearest_of, xy.reshape(-1, 2), batch_size=512)
+
+  nearest = jax.lax.cond(num_need <= size, few, every, None)
+  return seg_lane[nearest.reshape(need.shape)]  # (B, E, T)
+
+
+def _traffic_light_violation(traj: datatypes.Trajectory,
+                             eval_index: jax.Array,
+                             roadgraph: datatypes.RoadgraphPoints,
+                             lights: datatypes.TrafficLights,
+                             budget: int = 1024,
+                             max_signal_segments: int = 4096,
+                             max_signal_runs: int | None = None
+                             ) -> jax.Array:
+  """``traffic_light_violation`` when some signal shows red.
+
+  A violation needs a crossing of a red signal's stop line, which is rare,
+  so the (expensive) nearest-lane search runs only for positions that cross
+  one: up to ``budget`` of them exactly, all of them by brute force beyond.
+  The stop point's own lane segment is searched once per run of steps over
+  which its signal stays put (up to ``max_signal_runs`` runs, default
+  2 L + 32; beyond, once per signal and step), among the segments of
+  signalled lanes (up to ``max_signal_segments``; beyond, among all).
+  """
+  roadgraph, lights = jax.tree.map(jnp.asarray, (roadgraph, lights))
+  start, end, seg_valid, seg_lane = _lane_segments(roadgraph)
+  ex = jnp.take(traj.x, eval_index, axis=-2)
+  ey = jnp.take(traj.y, eval_index, axis=-2)
+  ev_valid = jnp.take(traj.valid, eval_index, axis=-2)
+  xy = jnp.stack([ex, ey], -1)  # (B, E, T, 2)
+
+  stop_seg, lane_exists = _signal_stop_segments(
+      lights, start, end, seg_valid, seg_lane, max_signal_segments,
+      max_signal_runs)
+  stop = jnp.stack([lights.x, lights.y], -1)  # (L, T, 2)
   a, b = start[stop_seg], end[stop_seg]  # (L, T, 2)
   ab = b - a
   len2 = jnp.sum(ab * ab, -1)
@@ -574,21 +660,7 @@ def _traffic_light_violation(traj: datatypes.Trajectory,
   possible = crossed & red & lane_exists & ev_valid[..., None, :]
   need = jnp.any(possible, axis=-2)  # (B, E, T)
 
-  nearest_of = lambda q: _nearest_segment(q, start, end, seg_valid)
-  flat_need = need.reshape(-1)
-  num_need = jnp.sum(flat_need)
-  size = min(budget, flat_need.shape[0])
-  (idx,) = jnp.nonzero(flat_need, size=size, fill_value=0)
-
-  def few(_):
-    found = _nearest.map_live(nearest_of, xy.reshape(-1, 2)[idx],
-                              num_need, batch_size=16)
-    return jnp.zeros(flat_need.shape, found.dtype).at[idx].set(found)
-
-  def every(_):
-    return jax.lax.map(nearest_of, xy.reshape(-1, 2), batch_size=512)
-
-  nearest = jax.lax.cond(num_need <= size, few, every, None)
-  lane_now = seg_lane[nearest.reshape(need.shape)]  # (B, E, T)
+  lane_now = _lanes_where_needed(xy, need, start, end, seg_valid, seg_lane,
+                                budget)
   match = lane_now[..., None, :] == lights.lane_ids  # (B, E, L, T)
   return jnp.any(match & possible, axis=-2)

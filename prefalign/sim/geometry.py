@@ -79,25 +79,9 @@ def _project(axes: jax.Array, points: jax.Array) -> jax.Array:
   return jnp.sum(axes[..., :, None, :] * points[..., None, :, :], axis=-1)
 
 
-def box_corners(x: jax.Array, y: jax.Array, length: jax.Array,
-                width: jax.Array, yaw: jax.Array) -> jax.Array:
-  """Corners of oriented boxes.
-
-  Args:
-    x, y, length, width, yaw: broadcastable arrays (...).
-
-  Returns:
-    (..., 4, 2): front-right, front-left, rear-left, rear-right, which is
-    counter-clockwise for positive dimensions.
-  """
-  x, y, length, width, yaw = jnp.broadcast_arrays(x, y, length, width, yaw)
-  c, s = jnp.cos(yaw)[..., None], jnp.sin(yaw)[..., None]
-  # Body-frame corner signs, front-right first, counter-clockwise.
-  lon = jnp.array([1.0, 1.0, -1.0, -1.0]) * (length[..., None] / 2)
-  lat = jnp.array([-1.0, 1.0, 1.0, -1.0]) * (width[..., None] / 2)
-  cx = x[..., None] + c * lon - s * lat
-  cy = y[..., None] + s * lon + c * lat
-  return jnp.stack([cx, cy], axis=-1)
+# Defined beside the datatypes (Trajectory.bbox_corners), which must not
+# import this module: one implementation, both names.
+box_corners = datatypes.box_corners
 
 
 def boxes_from_trajectory(traj: datatypes.Trajectory) -> jax.Array:
