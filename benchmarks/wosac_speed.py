@@ -38,6 +38,7 @@ import _shared
 
 from prefalign.cli import wosac as wosac_cli
 from prefalign.data import submission
+from prefalign.data import submission_files
 from prefalign.data import womd
 from tests.parity import official_cache
 from tests.parity import official_env
@@ -46,7 +47,8 @@ from tests.parity import official_env
 def ours(scenario_path, rollout_path, challenge):
   """(compile_and_first_s, steady_s, metametric) per scenario id."""
   out = {}
-  protos = {p.scenario_id: p for p in submission.read_rollouts(rollout_path)}
+  protos = {p.scenario_id: p
+            for p in submission_files.read_rollouts(rollout_path)}
   for path, index, scenario in womd.read_scenarios(scenario_path):
     if scenario.scenario_id not in protos:
       continue

@@ -27,6 +27,7 @@ from prefalign.cli import data as data_cli
 from prefalign.data import pipeline
 from prefalign.data import submission
 from prefalign.data import sumo
+from prefalign.data import sumo_traffic
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -354,7 +355,7 @@ def _sumo_run(folder, fcd_steps, summary_steps, cut=None):
 
 
 def test_cut_simulator_output_is_an_error_not_shorter_tracks(tmp_path):
-  whole = sumo._read_run(_sumo_run(tmp_path / 'whole', 30, 30), 31)
+  whole = sumo_traffic.read_run(_sumo_run(tmp_path / 'whole', 30, 30), 31)
   assert whole.end.tolist() == [30]
   cases = {'mid_line': (30, 30, -7, 'ends mid-line'),
            'line_boundary': (20, 30, None, "last step is '1.90'"),
@@ -362,7 +363,7 @@ def test_cut_simulator_output_is_an_error_not_shorter_tracks(tmp_path):
   for name, (fcd, summary, cut, reason) in cases.items():
     folder = _sumo_run(tmp_path / name, fcd, summary, cut)
     with pytest.raises(sumo.SumoError, match=reason):
-      sumo._read_run(folder, 31)
+      sumo_traffic.read_run(folder, 31)
 
 
 # --- 7. directories and non-finite or absurd coordinates --------------------

@@ -30,6 +30,7 @@ import jax
 
 from prefalign import fileio
 from prefalign.data import submission
+from prefalign.data import submission_files
 from prefalign.data import womd
 from prefalign.metrics import wosac
 
@@ -96,7 +97,7 @@ def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
   """
   config = wosac.get_config(challenge)
   rollouts = {}
-  for proto in submission.read_rollouts(rollout_paths):
+  for proto in submission_files.read_rollouts(rollout_paths):
     if proto.scenario_id in rollouts:
       raise womd.DataError(f'rollouts given twice for scenario '
                            f'{proto.scenario_id!r}')

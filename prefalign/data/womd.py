@@ -1,9 +1,13 @@
-"""WOMD ``Scenario`` protos <-> padded ``SimulatorState``.
+"""WOMD ``Scenario`` protos -> padded ``SimulatorState``.
 
-Reads real Waymo Open Motion Dataset files (and anything written in the same
-format, such as this project's SUMO traffic) without TensorFlow, and converts
-each ``Scenario`` into numpy-backed ``SimulatorState`` pytrees with fixed,
-configurable sizes so that scenarios batch and jit with one shape.
+Converts each ``Scenario`` of real Waymo Open Motion Dataset files (and
+anything written in the same format, such as this project's SUMO traffic)
+into numpy-backed ``SimulatorState`` pytrees with fixed, configurable sizes
+so that scenarios batch and jit with one shape (``state_from_scenario``,
+``read_examples``). Reading and checking the files is ``womd_files``' (its
+names are re-exported here), turning map features and signal states into
+road-graph points and lights ``womd_map``'s, and the way back, SimulatorState
+-> Scenario, ``womd_export``'s.
 
 Selection rules when a scenario holds more than the configured maximum:
 
@@ -21,25 +25,29 @@ Selection rules when a scenario holds more than the configured maximum:
   nearest to the SDC are kept.
 
 Set a maximum to ``None`` to keep everything (no padding): that is what the
-round trip ``Scenario -> SimulatorState -> Scenario`` uses.
+round trip ``Scenario -> SimulatorState -> Scenario``
+(``womd_export.scenario_from_state``) uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 import dataclasses
-import glob as glob_lib
 import os
 from typing import Any
 
-from google.protobuf import message as pb_message
 import numpy as np
 
 from prefalign import datatypes
-from prefalign import fileio
 from prefalign.data import tfrecord
-from prefalign.data.protos import map_pb2
+from prefalign.data import womd_map
 from prefalign.data.protos import scenario_pb2
+from prefalign.data.womd_files import ReadStats
+from prefalign.data.womd_files import check_scenario
+from prefalign.data.womd_files import expand_paths
+from prefalign.data.womd_files import parse_scenario
+from prefalign.data.womd_files import read_scenarios
+from prefalign.data.womd_files import scenario_info
 
 __all__ = [
     'ReaderConfig',
@@ -49,7 +57,6 @@ __all__ = [
     'parse_scenario',
     'check_scenario',
     'state_from_scenario',
-    'scenario_from_state',
     'read_scenarios',
     'read_examples',
     'expand_paths',
@@ -58,14 +65,6 @@ __all__ = [
 
 DataError = tfrecord.DataError
 PathLike = str | os.PathLike
-
-_LANE_TYPE_TO_ID = {0: 0, 1: 1, 2: 2, 3: 3}
-_ROAD_LINE_OFFSET = 5  # RoadLine.TYPE_UNKNOWN (0) -> ROAD_LINE_UNKNOWN (5).
-_ROAD_EDGE_OFFSET = 14  # RoadEdge.TYPE_UNKNOWN (0) -> ROAD_EDGE_UNKNOWN (14).
-_M = datatypes.MapElementIds
-_POLYLINE_KINDS = ('lane', 'road_line', 'road_edge')
-_POLYGON_KINDS = {'crosswalk': _M.CROSSWALK, 'speed_bump': _M.SPEED_BUMP,
-                  'driveway': _M.DRIVEWAY}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,115 +113,6 @@ class ScenarioExample:
   num_dropped_sim_agents: int = 0
 
 
-@dataclasses.dataclass
-class ReadStats:
-  """Counts of what a read kept and skipped.
-
-  Attributes:
-    num_read: scenarios read (and converted, where converting).
-    num_skipped: bad records skipped (``skip_bad_records``).
-    errors: the message of each skipped record, naming file and record.
-    num_truncated: converted scenarios with tracks beyond
-      ``max_num_objects``.
-    num_dropped_objects: tracks left out of those scenarios.
-    num_dropped_sim_agents: of which valid at the current step.
-  """
-  num_read: int = 0
-  num_skipped: int = 0
-  errors: list[str] = dataclasses.field(default_factory=list)
-  num_truncated: int = 0
-  num_dropped_objects: int = 0
-  num_dropped_sim_agents: int = 0
-
-  def skip(self, err: Exception) -> None:
-    self.num_skipped += 1
-    self.errors.append(str(err))
-
-  def count(self, example: ScenarioExample) -> None:
-    """Adds a converted scenario's dropped tracks."""
-    if example.num_dropped_objects:
-      self.num_truncated += 1
-      self.num_dropped_objects += example.num_dropped_objects
-      self.num_dropped_sim_agents += example.num_dropped_sim_agents
-
-  def summary(self) -> dict:
-    """The counts as JSON-able numbers (the first 5 errors)."""
-    return {'read': self.num_read, 'skipped': self.num_skipped,
-            'errors': self.errors[:5], 'truncated': self.num_truncated,
-            'dropped_objects': self.num_dropped_objects,
-            'dropped_sim_agents': self.num_dropped_sim_agents}
-
-
-# ---------------------------------------------------------------------------
-# Parsing and checking.
-
-
-def parse_scenario(data: bytes, *, path: PathLike | None = None,
-                   record: int | None = None) -> scenario_pb2.Scenario:
-  """Parses one record into a ``Scenario`` and checks its structure.
-
-  Raises:
-    DataError: the bytes are not a serialised Scenario, or the Scenario is
-      malformed (see ``check_scenario``); the message names file and record.
-  """
-  scenario = scenario_pb2.Scenario()
-  try:
-    scenario.ParseFromString(data)
-  except pb_message.DecodeError as e:
-    raise DataError(f'record is not a WOMD Scenario proto ({e})', path=path,
-                    record=record) from None
-  check_scenario(scenario, path=path, record=record)
-  return scenario
-
-
-def check_scenario(scenario: scenario_pb2.Scenario, *,
-                   path: PathLike | None = None,
-                   record: int | None = None) -> None:
-  """Structural checks that do not depend on a ReaderConfig.
-
-  Raises:
-    DataError: naming the file, record, scenario and offending track.
-  """
-  sid = scenario.scenario_id or None
-
-  def fail(msg):
-    raise DataError(msg, path=path, record=record, scenario_id=sid)
-
-  num_steps = len(scenario.timestamps_seconds)
-  if not scenario.scenario_id and not num_steps and not scenario.tracks:
-    fail('record is not a WOMD Scenario: it has no scenario_id, no '
-         'timestamps_seconds and no tracks')
-  if num_steps == 0:
-    fail('scenario has no timestamps_seconds')
-  ts = np.asarray(scenario.timestamps_seconds, np.float64)
-  if not np.all(np.isfinite(ts)):
-    fail('timestamps_seconds contains NaN or infinity')
-  if num_steps > 1 and np.any(np.diff(ts) <= 0):
-    bad = int(np.argmax(np.diff(ts) <= 0))
-    fail(f'timestamps_seconds are not strictly increasing (step {bad + 1}: '
-         f'{ts[bad + 1]} after {ts[bad]})')
-  if not scenario.tracks:
-    fail('scenario has no tracks')
-  if not 0 <= scenario.current_time_index < num_steps:
-    fail(f'current_time_index {scenario.current_time_index} is outside the '
-         f'{num_steps} steps')
-  for i, track in enumerate(scenario.tracks):
-    if len(track.states) != num_steps:
-      fail(f'track {i} (id {track.id}) has {len(track.states)} states but '
-           f'the scenario has {num_steps} timestamps')
-  if not 0 <= scenario.sdc_track_index < len(scenario.tracks):
-    fail(f'sdc_track_index {scenario.sdc_track_index} is not a track index '
-         f'(the scenario has {len(scenario.tracks)} tracks)')
-  for req in scenario.tracks_to_predict:
-    if not 0 <= req.track_index < len(scenario.tracks):
-      fail(f'tracks_to_predict names track index {req.track_index}, but the '
-           f'scenario has {len(scenario.tracks)} tracks')
-  if scenario.dynamic_map_states and (
-      len(scenario.dynamic_map_states) != num_steps):
-    fail(f'{len(scenario.dynamic_map_states)} dynamic_map_states for '
-         f'{num_steps} timestamps')
-
-
 # ---------------------------------------------------------------------------
 # Scenario -> arrays.
 
@@ -236,50 +126,6 @@ def _track_arrays(scenario: scenario_pb2.Scenario) -> dict[str, np.ndarray]:
   names = ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
            'height', 'valid')
   return {n: a[..., i] for i, n in enumerate(names)}
-
-
-def _feature_points(feature: map_pb2.MapFeature):
-  """(points [K, 3], type id) of one map feature, or None if it has none."""
-  kind = feature.WhichOneof('feature_data')
-  if kind is None:
-    return None
-  data = getattr(feature, kind)
-  if kind == 'lane':
-    pts, t = data.polyline, _LANE_TYPE_TO_ID.get(data.type, 0)
-  elif kind == 'road_line':
-    pts, t = data.polyline, _ROAD_LINE_OFFSET + data.type
-  elif kind == 'road_edge':
-    pts, t = data.polyline, _ROAD_EDGE_OFFSET + data.type
-  elif kind == 'stop_sign':
-    if not data.HasField('position'):
-      return None
-    pts, t = [data.position], int(_M.STOP_SIGN)
-  else:
-    pts, t = data.polygon, int(_POLYGON_KINDS[kind])
-  if not pts:
-    return None
-  return np.asarray([(p.x, p.y, p.z) for p in pts], np.float64), t
-
-
-def _feature_num_points(feature: map_pb2.MapFeature) -> int:
-  """How many road-graph points a map feature becomes (no arrays built)."""
-  kind = feature.WhichOneof('feature_data')
-  if kind is None:
-    return 0
-  data = getattr(feature, kind)
-  if kind == 'stop_sign':
-    return int(data.HasField('position'))
-  return len(data.polygon if kind in _POLYGON_KINDS else data.polyline)
-
-
-def _directions(xyz: np.ndarray) -> np.ndarray:
-  """Unit vectors from each point to the next; zero at the last point."""
-  d = np.zeros_like(xyz)
-  if len(xyz) > 1:
-    seg = xyz[1:] - xyz[:-1]
-    norm = np.linalg.norm(seg, axis=-1, keepdims=True)
-    d[:-1] = np.where(norm > 0, seg / np.maximum(norm, 1e-12), 0.0)
-  return d
 
 
 def _pad(a: np.ndarray, size: int, axis: int, fill) -> np.ndarray:
@@ -314,63 +160,6 @@ def _select_objects(tracks: dict[str, np.ndarray], sdc: int,
   group[sdc] = 0
   order = np.lexsort((dist, group))
   return np.sort(order[:limit])
-
-
-def _road_graph(scenario: scenario_pb2.Scenario, ref_xy: np.ndarray,
-                limit: int | None) -> dict[str, np.ndarray]:
-  feats = []
-  for f in scenario.map_features:
-    pts = _feature_points(f)
-    if pts is not None:
-      feats.append((f.id, pts[0], pts[1]))
-  if limit is not None:
-    total = sum(len(p) for _, p, _ in feats)
-    if total > limit:
-      dists = [np.min(np.linalg.norm(p[:, :2] - ref_xy, axis=-1))
-               for _, p, _ in feats]
-      keep, used = np.zeros(len(feats), bool), 0
-      for i in np.argsort(dists, kind='stable'):
-        if used + len(feats[i][1]) > limit:
-          break
-        keep[i], used = True, used + len(feats[i][1])
-      feats = [f for f, k in zip(feats, keep) if k]
-  if feats:
-    xyz = np.concatenate([p for _, p, _ in feats])
-    dirs = np.concatenate([_directions(p) for _, p, _ in feats])
-    types = np.concatenate([np.full(len(p), t) for _, p, t in feats])
-    ids = np.concatenate([np.full(len(p), i) for i, p, _ in feats])
-  else:
-    xyz, dirs = np.zeros((0, 3)), np.zeros((0, 3))
-    types, ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
-  return dict(xyz=xyz, dir=dirs, types=types, ids=ids)
-
-
-def _traffic_lights(scenario: scenario_pb2.Scenario, num_steps: int,
-                    ref_xy: np.ndarray, limit: int | None):
-  lanes: dict[int, int] = {}
-  for dyn in scenario.dynamic_map_states:
-    for ls in dyn.lane_states:
-      lanes.setdefault(ls.lane, len(lanes))
-  num = len(lanes)
-  xyz = np.zeros((num, num_steps, 3))
-  state = np.zeros((num, num_steps), np.int64)
-  valid = np.zeros((num, num_steps), bool)
-  for t, dyn in enumerate(scenario.dynamic_map_states):
-    for ls in dyn.lane_states:
-      j = lanes[ls.lane]
-      xyz[j, t] = (ls.stop_point.x, ls.stop_point.y, ls.stop_point.z)
-      state[j, t] = ls.state
-      valid[j, t] = True
-  lane_ids = np.asarray(list(lanes), np.int64)
-  if limit is not None and num > limit:
-    # Mean stop point of each lane over its valid steps.
-    mean = (xyz[..., :2] * valid[..., None]).sum(1) / np.maximum(
-        valid.sum(1, keepdims=True), 1)
-    keep = np.sort(np.argsort(np.linalg.norm(mean - ref_xy, axis=-1),
-                              kind='stable')[:limit])
-    xyz, state, valid, lane_ids = (xyz[keep], state[keep], valid[keep],
-                                   lane_ids[keep])
-  return xyz, state, valid, lane_ids
 
 
 _COLUMNS = ('x', 'y', 'z', 'vel_x', 'vel_y', 'yaw', 'length', 'width',
@@ -506,7 +295,7 @@ def _roadgraph_points(scenario: scenario_pb2.Scenario, ref_xy: np.ndarray,
                       config: ReaderConfig, where: dict[str, Any]
                       ) -> datatypes.RoadgraphPoints:
   """(P,) road-graph points nearest ``ref_xy`` first (whole features)."""
-  rg = _road_graph(scenario, ref_xy, config.max_roadgraph_points)
+  rg = womd_map.road_graph(scenario, ref_xy, config.max_roadgraph_points)
   num_pts = len(rg['ids'])
   if config.require_roadgraph and num_pts == 0:
     raise DataError('scenario has no road graph (no map feature with '
@@ -534,7 +323,7 @@ def _traffic_light_states(scenario: scenario_pb2.Scenario,
                           ) -> datatypes.TrafficLights:
   """(L, T) signal states of the lanes nearest ``ref_xy``."""
   num_steps = config.num_timesteps
-  tl_xyz, tl_state, tl_valid, lane_ids = _traffic_lights(
+  tl_xyz, tl_state, tl_valid, lane_ids = womd_map.traffic_lights(
       scenario, len(scenario.timestamps_seconds), ref_xy,
       config.max_traffic_lights)
   num_l = len(lane_ids) if config.max_traffic_lights is None else (
@@ -616,198 +405,7 @@ def state_from_scenario(
 
 
 # ---------------------------------------------------------------------------
-# SimulatorState -> Scenario.
-
-
-def scenario_from_state(state: datatypes.SimulatorState, scenario_id: str,
-                        *, use_log: bool = True,
-                        current_time_index: int | None = None
-                        ) -> scenario_pb2.Scenario:
-  """Writes an unbatched state back into a ``Scenario`` proto.
-
-  Every field the state carries is written: track ids, types and per-step
-  states; the SDC, ``tracks_to_predict`` (difficulty NONE) and
-  ``objects_of_interest``; map features rebuilt from road-graph points (one
-  feature per run of equal ``ids``: lanes, road lines and road edges as
-  polylines, crosswalks, speed bumps and driveways as polygons, stop signs as
-  positions); and signal states per step. Lane connectivity, neighbours,
-  boundaries and speed limits are not carried by the state and stay empty.
-
-  Args:
-    state: an unbatched SimulatorState (numpy or jax arrays).
-    scenario_id: the id to write.
-    use_log: write ``log_trajectory`` (True) or ``sim_trajectory``.
-    current_time_index: defaults to ``state.timestep``.
-  """
-  if state.shape:
-    raise ValueError(f'scenario_from_state needs an unbatched state, got '
-                     f'batch shape {state.shape}.')
-  g = lambda a: np.asarray(a)
-  traj = state.log_trajectory if use_log else state.sim_trajectory
-  meta = state.object_metadata
-  rows = np.flatnonzero(g(meta.is_valid))
-  out = scenario_pb2.Scenario(scenario_id=scenario_id)
-  micros = g(traj.timestamp_micros)
-  valid = g(traj.valid)
-  num_steps = traj.num_timesteps
-  # The clock: a valid timestamp from any object at each step, else 10 Hz.
-  step_micros = np.where(valid, micros, -1).max(axis=0) if len(rows) else (
-      np.full(num_steps, -1))
-  base = np.arange(num_steps) * datatypes.TIMESTEP_MICROS_INTERVAL
-  have = step_micros >= 0
-  if have.any():
-    offset = (step_micros[have] - base[have])[0]
-    step_micros = np.where(have, step_micros, base + offset)
-  else:
-    step_micros = base
-  out.timestamps_seconds.extend((step_micros / 1e6).tolist())
-  out.current_time_index = int(
-      g(state.timestep) if current_time_index is None else current_time_index)
-  fields = [g(getattr(traj, n)).astype(np.float64) for n in (
-      'x', 'y', 'z', 'length', 'width', 'height', 'yaw', 'vel_x', 'vel_y')]
-  ids, types = g(meta.ids), g(meta.object_types)
-  for new_index, i in enumerate(rows):
-    track = out.tracks.add(id=int(ids[i]), object_type=int(types[i]))
-    for t in range(num_steps):
-      if valid[i, t]:
-        x, y, z, length, w, h, yaw, vx, vy = (f[i, t] for f in fields)
-        track.states.add(center_x=x, center_y=y, center_z=z, length=length,
-                         width=w, height=h, heading=yaw, velocity_x=vx,
-                         velocity_y=vy, valid=True)
-      else:
-        track.states.add(valid=False)
-    if g(meta.is_sdc)[i]:
-      out.sdc_track_index = new_index
-    if g(meta.is_modeled)[i]:
-      out.tracks_to_predict.add(track_index=new_index)
-    if g(meta.objects_of_interest)[i]:
-      out.objects_of_interest.append(int(ids[i]))
-
-  rg = state.roadgraph_points
-  rg_valid = g(rg.valid)
-  xyz = np.stack([g(rg.x), g(rg.y), g(rg.z)], -1).astype(np.float64)[rg_valid]
-  rg_ids, rg_types = g(rg.ids)[rg_valid], g(rg.types)[rg_valid]
-  starts = np.flatnonzero(np.r_[True, rg_ids[1:] != rg_ids[:-1]])
-  ends = np.r_[starts[1:], len(rg_ids)]
-  for s, e in zip(starts, ends):
-    _add_feature(out, int(rg_ids[s]), int(rg_types[s]), xyz[s:e])
-
-  tl = state.log_traffic_light
-  tl_valid = g(tl.valid)
-  if tl_valid.any() or tl.num_traffic_lights:
-    for t in range(tl.num_timesteps):
-      dyn = out.dynamic_map_states.add()
-      for j in np.flatnonzero(tl_valid[:, t]):
-        dyn.lane_states.add(
-            lane=int(g(tl.lane_ids)[j, t]), state=int(g(tl.state)[j, t]),
-            stop_point=map_pb2.MapPoint(x=float(g(tl.x)[j, t]),
-                                        y=float(g(tl.y)[j, t]),
-                                        z=float(g(tl.z)[j, t])))
-  return out
-
-
-def _add_feature(out: scenario_pb2.Scenario, fid: int, type_id: int,
-                 xyz: np.ndarray) -> None:
-  feature = out.map_features.add(id=fid)
-  points = [map_pb2.MapPoint(x=p[0], y=p[1], z=p[2]) for p in xyz]
-  if type_id in (0, 1, 2, 3):
-    feature.lane.type = type_id
-    feature.lane.polyline.extend(points)
-  elif _ROAD_LINE_OFFSET <= type_id <= 13:
-    feature.road_line.type = type_id - _ROAD_LINE_OFFSET
-    feature.road_line.polyline.extend(points)
-  elif _ROAD_EDGE_OFFSET <= type_id <= 16:
-    feature.road_edge.type = type_id - _ROAD_EDGE_OFFSET
-    feature.road_edge.polyline.extend(points)
-  elif type_id == _M.STOP_SIGN:
-    feature.stop_sign.position.CopyFrom(points[0])
-  elif type_id == _M.CROSSWALK:
-    feature.crosswalk.polygon.extend(points)
-  elif type_id == _M.SPEED_BUMP:
-    feature.speed_bump.polygon.extend(points)
-  elif type_id == _M.DRIVEWAY:
-    feature.driveway.polygon.extend(points)
-  else:
-    raise ValueError(f'map feature {fid}: unknown road-graph type {type_id}.')
-
-
-# ---------------------------------------------------------------------------
-# Files.
-
-
-def expand_paths(patterns: PathLike | Sequence[PathLike]) -> list[str]:
-  """Expands files, globs and ``name@N`` shard patterns into sorted paths.
-
-  ``data/train.tfrecord@4`` means ``data/train.tfrecord-0000i-of-00004``.
-
-  Raises:
-    FileNotFoundError: when a pattern matches nothing (it is named).
-  """
-  if isinstance(patterns, (str, os.PathLike)):
-    patterns = [patterns]
-  out = []
-  for pat in patterns:
-    pat = os.fspath(pat)
-    base, _, shards = pat.rpartition('@')
-    if base and shards.isdigit():
-      n = int(shards)
-      matched = [f'{base}-{i:05d}-of-{n:05d}' for i in range(n)]
-      missing = [m for m in matched if not os.path.exists(m)]
-      if missing:
-        raise FileNotFoundError(f'shard pattern {pat!r}: missing {missing[0]}'
-                                + (f' and {len(missing) - 1} more'
-                                   if len(missing) > 1 else ''))
-    elif glob_lib.has_magic(pat):
-      # Never a writer's temporary file (a killed run's leftover).
-      matched = [m for m in fileio.glob_files(pat) if not os.path.isdir(m)]
-    else:
-      matched = [pat] if os.path.exists(pat) else []
-    if not matched:
-      raise FileNotFoundError(f'no file matches {pat!r}')
-    for m in matched:
-      if os.path.isdir(m):
-        raise DataError(f'{m} is a directory, not a TFRecord file (give its '
-                        f'files, e.g. {os.path.join(m, "*.tfrecord*")!r})')
-    out.extend(matched)
-  return out
-
-
-def read_scenarios(
-    paths: PathLike | Sequence[PathLike], *,
-    skip_bad_records: bool = False,
-    stats: ReadStats | None = None,
-) -> Iterator[tuple[str, int, scenario_pb2.Scenario]]:
-  """Yields ``(path, record_index, Scenario)`` from WOMD TFRecord files.
-
-  Args:
-    paths: files, globs or ``name@N`` shard patterns.
-    skip_bad_records: skip (and count in ``stats``) records that fail their
-      checksum or are not valid Scenarios, instead of raising. Reading goes
-      on after each: past a record whose payload is bad, and from the next
-      valid frame after broken framing (``tfrecord.read_records``).
-    stats: receives counts of read and skipped records.
-
-  Raises:
-    DataError: on the first bad record unless ``skip_bad_records``.
-  """
-  stats = stats if stats is not None else ReadStats()
-  for path in expand_paths(paths):
-    for index, data in tfrecord.read_records(
-        path, skip_bad_records=skip_bad_records):
-      if isinstance(data, tfrecord.RecordError):
-        # Skipped exactly: a bad payload is one record; after broken framing
-        # the reader has resynchronised on the next valid frame.
-        stats.skip(data)
-        continue
-      try:
-        scenario = parse_scenario(data, path=path, record=index)
-      except DataError as e:
-        if not skip_bad_records:
-          raise
-        stats.skip(e)
-        continue
-      stats.num_read += 1
-      yield path, index, scenario
+# Files -> states.
 
 
 def read_examples(
@@ -844,40 +442,3 @@ def convert_counted(scenario: scenario_pb2.Scenario, config: ReaderConfig,
     return None
   stats.count(ex)
   return ex
-
-
-_TYPE_NAMES = {1: 'vehicle', 2: 'pedestrian', 3: 'cyclist', 4: 'other',
-               0: 'unset'}
-
-
-def scenario_info(scenario: scenario_pb2.Scenario) -> dict:
-  """Counts describing one scenario (what ``prefalign-data info`` prints)."""
-  per_type: dict[str, int] = {}
-  for t in scenario.tracks:
-    name = _TYPE_NAMES.get(t.object_type, str(t.object_type))
-    per_type[name] = per_type.get(name, 0) + 1
-  features: dict[str, int] = {}
-  num_points = 0
-  for f in scenario.map_features:
-    kind = f.WhichOneof('feature_data') or 'empty'
-    features[kind] = features.get(kind, 0) + 1
-    num_points += _feature_num_points(f)
-  current = scenario.current_time_index
-  valid_now = sum(
-      1 for t in scenario.tracks
-      if len(t.states) > current and t.states[current].valid)
-  return {
-      'scenario_id': scenario.scenario_id,
-      'num_tracks': len(scenario.tracks),
-      'tracks_per_type': dict(sorted(per_type.items())),
-      'num_valid_at_current': valid_now,
-      'num_map_features': dict(sorted(features.items())),
-      'num_roadgraph_points': num_points,
-      'sdc_track_index': scenario.sdc_track_index,
-      'tracks_to_predict': [r.track_index for r in scenario.tracks_to_predict],
-      'objects_of_interest': list(scenario.objects_of_interest),
-      'num_traffic_light_steps': sum(
-          1 for d in scenario.dynamic_map_states if len(d.lane_states)),
-      'num_timesteps': len(scenario.timestamps_seconds),
-      'current_time_index': current,
-  }

@@ -9,6 +9,7 @@ import pytest
 
 from prefalign import datatypes
 from prefalign.data import submission
+from prefalign.data import submission_files
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -378,9 +379,9 @@ def _listing(folder):
 def test_rollouts_file_round_trip(example, tmp_path):
   rollouts = _many(example, 3)
   path = tmp_path / 'rollouts.tfrecord'
-  assert submission.write_rollouts(path, rollouts) == 3
+  assert submission_files.write_rollouts(path, rollouts) == 3
   assert _listing(tmp_path) == ['rollouts.tfrecord']
-  back = list(submission.read_rollouts(path))
+  back = list(submission_files.read_rollouts(path))
   assert back == rollouts
   # It is a plain TFRecord of ScenarioRollouts.
   assert len(list(tfrecord.read_records(path))) == 3
@@ -389,9 +390,9 @@ def test_rollouts_file_round_trip(example, tmp_path):
 def test_submission_file_round_trip(example, tmp_path):
   rollouts = _many(example, 3)
   path = tmp_path / 'submission.binproto'
-  assert submission.write_submission(path, iter(rollouts), **META) == 3
+  assert submission_files.write_submission(path, iter(rollouts), **META) == 3
   assert _listing(tmp_path) == ['submission.binproto']
-  assert list(submission.read_rollouts(str(path))) == rollouts
+  assert list(submission_files.read_rollouts(str(path))) == rollouts
 
   msg = submission_pb2.SimAgentsChallengeSubmission()
   msg.ParseFromString(path.read_bytes())
@@ -416,33 +417,35 @@ def test_submission_file_round_trip(example, tmp_path):
 
 def test_both_formats_in_one_read(example, tmp_path):
   rollouts = _many(example, 4)
-  submission.write_submission(tmp_path / 'a.binproto', rollouts[:2], **META)
-  submission.write_rollouts(tmp_path / 'b.tfrecord', rollouts[2:])
+  submission_files.write_submission(tmp_path / 'a.binproto', rollouts[:2],
+                                    **META)
+  submission_files.write_rollouts(tmp_path / 'b.tfrecord', rollouts[2:])
   (tmp_path / 'c.tfrecord').write_bytes(b'')  # empty: no rollouts
-  got = list(submission.read_rollouts(
+  got = list(submission_files.read_rollouts(
       [tmp_path / 'a.binproto', tmp_path / 'b.tfrecord',
        tmp_path / 'c.tfrecord']))
   assert got == rollouts
-  assert list(submission.read_rollouts(str(tmp_path / '*'))) == rollouts
+  assert list(submission_files.read_rollouts(str(tmp_path / '*'))) == rollouts
 
 
 def test_shards_and_archive(example, tmp_path):
   rollouts = _many(example, 5)
   out = tmp_path / 'sub'
   archive = tmp_path / 'submission.tar.gz'
-  paths = submission.write_submission_shards(out, rollouts, 3,
-                                             archive=archive, **META)
+  paths = submission_files.write_submission_shards(out, rollouts, 3,
+                                                   archive=archive, **META)
   names = ['submission.binproto-00000-of-00003',
            'submission.binproto-00001-of-00003',
            'submission.binproto-00002-of-00003']
   assert [os.path.basename(p) for p in paths] == names
   assert _listing(out) == names
   assert _listing(tmp_path) == ['sub', 'submission.tar.gz']
-  got = list(submission.read_rollouts(str(out / 'submission.binproto@3')))
+  got = list(submission_files.read_rollouts(
+      str(out / 'submission.binproto@3')))
   assert sorted(got, key=lambda r: r.scenario_id) == rollouts
   # Round robin: shard 0 holds scenarios 0 and 3.
-  assert [r.scenario_id for r in submission.read_rollouts(paths[0])] == [
-      f'{SID}-0', f'{SID}-3']
+  assert [r.scenario_id for r in submission_files.read_rollouts(
+      paths[0])] == [f'{SID}-0', f'{SID}-3']
   for p in paths:
     msg = submission_pb2.SimAgentsChallengeSubmission()
     msg.ParseFromString(open(p, 'rb').read())
@@ -453,10 +456,10 @@ def test_shards_and_archive(example, tmp_path):
       assert tar.extractfile(name).read() == (out / name).read_bytes()
 
   # More shards than scenarios: the spare shards carry only the metadata.
-  paths = submission.write_submission_shards(tmp_path / 'few', rollouts[:1],
-                                             2, **META)
-  assert list(submission.read_rollouts(paths[1])) == []
-  assert [r.scenario_id for r in submission.read_rollouts(paths)] == [
+  paths = submission_files.write_submission_shards(tmp_path / 'few',
+                                                   rollouts[:1], 2, **META)
+  assert list(submission_files.read_rollouts(paths[1])) == []
+  assert [r.scenario_id for r in submission_files.read_rollouts(paths)] == [
       f'{SID}-0']
 
 
@@ -465,11 +468,11 @@ def test_junk_file_is_named(tmp_path):
   junk.write_bytes(b'this is not a rollouts file at all\n' * 20)
   with pytest.raises(submission.DataError,
                      match=r'file .*junk\.bin: not a rollouts file'):
-    list(submission.read_rollouts(junk))
+    list(submission_files.read_rollouts(junk))
   noise = tmp_path / 'noise.bin'
   noise.write_bytes(np.random.default_rng(0).bytes(4096))
   with pytest.raises(submission.DataError, match='noise.bin'):
-    list(submission.read_rollouts(noise))
+    list(submission_files.read_rollouts(noise))
   # A TFRecord of something else (WOMD Scenarios) is refused per record.
   scenarios = tmp_path / 'scenarios.tfrecord'
   tfrecord.write_records(scenarios, [
@@ -477,9 +480,9 @@ def test_junk_file_is_named(tmp_path):
   with pytest.raises(submission.DataError,
                      match=r'scenarios\.tfrecord, record 0: record is not a '
                      'ScenarioRollouts'):
-    list(submission.read_rollouts(scenarios))
+    list(submission_files.read_rollouts(scenarios))
   with pytest.raises(FileNotFoundError):
-    list(submission.read_rollouts(tmp_path / 'absent.binproto'))
+    list(submission_files.read_rollouts(tmp_path / 'absent.binproto'))
 
 
 def _failing(rollouts, after):
@@ -493,37 +496,39 @@ def test_atomic_writes(example, tmp_path):
   rollouts = _many(example, 3)
   path = tmp_path / 'submission.binproto'
   with pytest.raises(RuntimeError, match='crashed'):
-    submission.write_submission(path, _failing(rollouts, 2), **META)
+    submission_files.write_submission(path, _failing(rollouts, 2), **META)
   assert _listing(tmp_path) == []
 
   # A failed rewrite leaves the previous file untouched.
-  submission.write_submission(path, rollouts[:1], **META)
+  submission_files.write_submission(path, rollouts[:1], **META)
   before = path.read_bytes()
   with pytest.raises(RuntimeError):
-    submission.write_submission(path, _failing(rollouts, 1), **META)
+    submission_files.write_submission(path, _failing(rollouts, 1), **META)
   assert path.read_bytes() == before
   assert _listing(tmp_path) == ['submission.binproto']
 
   # Bad input is refused before anything is renamed into place.
   dup = [rollouts[0], rollouts[0]]
   with pytest.raises(submission.DataError, match='appears twice'):
-    submission.write_submission(tmp_path / 'dup.binproto', dup, **META)
+    submission_files.write_submission(tmp_path / 'dup.binproto', dup, **META)
   with pytest.raises(TypeError, match='ScenarioRollouts'):
-    submission.write_submission(tmp_path / 'bad.binproto', [b'bytes'],
-                                **META)
+    submission_files.write_submission(tmp_path / 'bad.binproto', [b'bytes'],
+                                      **META)
   with pytest.raises(ValueError, match='num_model_parameters'):
-    submission.write_submission(tmp_path / 'meta.binproto', rollouts,
-                                **{**META, 'num_model_parameters': 'lots'})
+    submission_files.write_submission(
+        tmp_path / 'meta.binproto', rollouts,
+        **{**META, 'num_model_parameters': 'lots'})
   assert _listing(tmp_path) == ['submission.binproto']
 
   with pytest.raises(RuntimeError):
-    submission.write_rollouts(tmp_path / 'r.tfrecord', _failing(rollouts, 2))
+    submission_files.write_rollouts(tmp_path / 'r.tfrecord',
+                                    _failing(rollouts, 2))
   assert _listing(tmp_path) == ['submission.binproto']
 
   with pytest.raises(RuntimeError):
-    submission.write_submission_shards(tmp_path / 'shards',
-                                       _failing(rollouts, 2), 2,
-                                       archive=tmp_path / 'a.tar.gz', **META)
+    submission_files.write_submission_shards(
+        tmp_path / 'shards', _failing(rollouts, 2), 2,
+        archive=tmp_path / 'a.tar.gz', **META)
   assert _listing(tmp_path / 'shards') == []
   assert _listing(tmp_path) == ['shards', 'submission.binproto']
 
@@ -537,7 +542,7 @@ OFFICIAL_ID = '637f20cafde22ff8'
 @pytest.mark.data
 def test_official_test_submission(shared_womd):
   official = shared_womd / 'official'
-  rollouts = list(submission.read_rollouts(
+  rollouts = list(submission_files.read_rollouts(
       official / 'test_submission.binproto'))
   assert len(rollouts) == 1
   proto = rollouts[0]

@@ -12,6 +12,7 @@ from prefalign.cli import data as data_cli
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
+from prefalign.data import womd_export
 from prefalign.data.protos import scenario_pb2
 
 FULL = womd.ReaderConfig(max_num_objects=None, max_roadgraph_points=None,
@@ -129,7 +130,8 @@ def test_synthetic_round_trip():
   s = synthetic.straight_road_scenario(invalid_gap=(2, 30, 40),
                                        origin=(-7800.0, 6500.0))
   ex = womd.state_from_scenario(s, FULL)
-  assert_round_trip(s, womd.scenario_from_state(ex.state, ex.scenario_id))
+  assert_round_trip(s, womd_export.scenario_from_state(ex.state,
+                                                       ex.scenario_id))
 
 
 def test_object_selection_keeps_priority_objects():
@@ -282,7 +284,7 @@ def test_shared_scenarios_round_trip(shared_womd):
     ex = womd.state_from_scenario(scenario, FULL, path=path, record=index)
     ex.state.validate()
     assert_round_trip(scenario,
-                      womd.scenario_from_state(ex.state, ex.scenario_id))
+                      womd_export.scenario_from_state(ex.state, ex.scenario_id))
     count += 1
   assert count == 42
 

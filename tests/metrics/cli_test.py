@@ -9,6 +9,7 @@ import pytest
 
 from prefalign.cli import wosac as wosac_cli
 from prefalign.data import submission
+from prefalign.data import submission_files
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
@@ -36,7 +37,7 @@ def _write(tmp_path, noise=0.3, scenario_ids=('cli-a', 'cli-b'),
       mutate(proto)
     protos.append(proto)
   rpath = tmp_path / 'rollouts.tfrecord'
-  submission.write_rollouts(rpath, protos)
+  submission_files.write_rollouts(rpath, protos)
   return str(spath), str(rpath)
 
 

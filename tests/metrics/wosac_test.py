@@ -7,6 +7,7 @@ import pytest
 
 from prefalign import datatypes
 from prefalign.data import submission
+from prefalign.data import submission_files
 from prefalign.data import synthetic
 from prefalign.data import womd
 from prefalign.metrics import wosac
@@ -210,7 +211,7 @@ def test_official_submission_parity(shared_womd, challenge, reader):
   cfg = FULL if reader == 'full' else womd.ReaderConfig()
   example = next(womd.read_examples(
       shared_womd / 'official' / 'motion_data_one_scenario.tfrecord', cfg))
-  (rollouts_proto,) = list(submission.read_rollouts(
+  (rollouts_proto,) = list(submission_files.read_rollouts(
       shared_womd / 'official' / 'test_submission.binproto'))
   rollouts = submission.trajectory_from_scenario_rollouts(rollouts_proto,
                                                           example)

@@ -129,7 +129,7 @@ def _make(scenarios, out, kind, seed):
 @pytest.mark.data
 def test_make_rollouts(official, tmp_path):
   """Rollout kinds: shapes, log replay exactness, determinism, growth."""
-  from prefalign.data import submission
+  from prefalign.data import submission_files
   from prefalign.data import womd
 
   ((_, _, scenario),) = list(womd.read_scenarios([official['scenarios']]))
@@ -139,7 +139,7 @@ def test_make_rollouts(official, tmp_path):
   tracks = {t.id: t for t in scenario.tracks}
 
   def arrays(path):
-    (rollouts,) = list(submission.read_rollouts(path))
+    (rollouts,) = list(submission_files.read_rollouts(path))
     assert rollouts.scenario_id == scenario.scenario_id
     assert len(rollouts.joint_scenes) == 32
     ids = [t.object_id for t in rollouts.joint_scenes[0].simulated_trajectories]
