@@ -72,7 +72,7 @@ def _summary(values) -> dict:
   return out
 
 
-def main():
+def _parse_args():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--checkpoint', required=True)
   parser.add_argument('--glob', default=str(_shared.WOMD / 'real' /
@@ -90,99 +90,74 @@ def main():
   args = parser.parse_args()
   if args.rollouts % args.buckets:
     parser.error('--rollouts must be a multiple of --buckets')
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  files = sorted(glob.glob(args.glob))
-  if not files:
-    raise SystemExit(f'no files match {args.glob}')
-  reader = womd.ReaderConfig(max_num_objects=args.objects)
-  examples = womd.read_examples(files, reader)
+  return args
 
-  mc = motion_lm.ModelConfig()
-  first = None
-  per_bucket = args.rollouts // args.buckets
+
+def _jitted(args, mc: motion_lm.ModelConfig):
+  """The sampler, the ranking, the metric of a set of rollouts and the
+  metric of each rollout alone."""
   ranking_config = preference.RankingConfig(
       agents=args.agents, num_pairs=min(16, args.rollouts // 2))
-
   sample = jax.jit(lambda p, s, k: rollout.sample_rollouts(
       p, s, k, config=mc, num_rollouts=args.rollouts,
-      temperature=args.temperature))
+      sampling=rollout.SamplingConfig(temperature=args.temperature)))
   rank = jax.jit(lambda s, t, k: preference.rank_rollouts(
       s, t, k, ranking_config))
   metric = jax.jit(lambda s, t: wosac.scenario_metrics(s, t)['metametric'])
   single = jax.jit(lambda s, t: jax.lax.map(
       lambda r: wosac.scenario_metrics(
           s, jax.tree.map(lambda a: a[None], r))['metametric'], t))
+  return sample, rank, metric, single
 
-  # One line per finished scenario: a rerun with the same --out resumes.
-  done_path = out / 'rows.jsonl'
-  rows = ([json.loads(line) for line in done_path.read_text().splitlines()]
-          if done_path.exists() else [])
-  done = {r['scenario_id'] for r in rows}
-  bar = tqdm.tqdm(total=args.scenarios, initial=len(rows), desc='scenarios',
-                  unit='scn')
-  for i, ex in enumerate(examples):
-    if i < args.skip or ex.scenario_id in done:
-      continue
-    if len(rows) >= args.scenarios:
-      break
-    state = ex.state
-    if first is None:
-      first = state
-      batch = jax.tree.map(lambda a: np.asarray(a)[None], state)
-      like = jax.eval_shape(lambda b: motion_lm.init(
-          jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
-      params = checkpoint.load_params(args.checkpoint, like)
-    key = jax.random.fold_in(jax.random.key(args.seed), i)
-    k_sample, k_rank, k_random = jax.random.split(key, 3)
-    fresh = first is state  # this run's first scenario pays compilation
-    t0 = time.perf_counter()
-    r = sample(params, jax.tree.map(lambda a: a[None], state), k_sample)
-    traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(r))
-    jax.block_until_ready(traj)
-    t1 = time.perf_counter()
-    ranking = rank(state, traj, k_rank)
-    d = {'ot': np.asarray(ranking.ot_distances),
-         'ade': np.asarray(ranking.ade),
-         'random': np.asarray(jax.random.uniform(k_random,
-                                                 (args.rollouts,)))}
-    t2 = time.perf_counter()
-    buckets = {}
-    for name in DISTANCES:
-      order = np.argsort(d[name], kind='stable')
-      buckets[name] = [float(metric(state, jax.tree.map(
-          lambda a, idx=order[b * per_bucket:(b + 1) * per_bucket]: a[idx],
-          traj))) for b in range(args.buckets)]
-    own = np.asarray(single(state, traj))
-    everyone = float(metric(state, traj))
-    t3 = time.perf_counter()
-    row = {'scenario_id': ex.scenario_id, 'realism_all': everyone,
-           'num_evaluated': int(np.sum(np.asarray(
-               wosac.evaluated_index(state, 16)[1]))),
-           'buckets': buckets, 'single_rollout_realism': own.tolist(),
-           'distances': {k: v.tolist() for k, v in d.items()},
-           'seconds': {'sample': t1 - t0, 'rank': t2 - t1,
-                       'metric': t3 - t2, 'compiled_here': fresh}}
-    for name in DISTANCES:
-      closeness = -d[name]
-      row[f'{name}_bucket_spearman'] = _spearman(
-          -np.arange(args.buckets), buckets[name])
-      row[f'{name}_gap'] = buckets[name][0] - buckets[name][-1]
-      row[f'{name}_rollout_spearman'] = _spearman(closeness, own)
-      half = np.argsort(d[name], kind='stable')[:args.rollouts // 2]
-      row[f'{name}_rollout_spearman_closer_half'] = _spearman(
-          closeness[half], own[half])
-    row['ot_ade_spearman'] = _spearman(d['ot'], d['ade'])
-    rows.append(row)
-    with done_path.open('a') as f:
-      f.write(json.dumps(row) + '\n')
-    bar.set_postfix(realism=f'{everyone:.3f}',
-                    ot=f'{row["ot_gap"]:+.3f}', ade=f'{row["ade_gap"]:+.3f}')
-    bar.update()
-  bar.close()
-  if not rows:
-    raise SystemExit('no scenarios read')
 
+def _scenario_row(ex, i: int, params, fns, args, fresh: bool) -> dict:
+  """One scenario: sample, rank three ways, score buckets and rollouts."""
+  sample, rank, metric, single = fns
+  state = ex.state
+  per_bucket = args.rollouts // args.buckets
+  key = jax.random.fold_in(jax.random.key(args.seed), i)
+  k_sample, k_rank, k_random = jax.random.split(key, 3)
+  t0 = time.perf_counter()
+  r = sample(params, jax.tree.map(lambda a: a[None], state), k_sample)
+  traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(r))
+  jax.block_until_ready(traj)
+  t1 = time.perf_counter()
+  ranking = rank(state, traj, k_rank)
+  d = {'ot': np.asarray(ranking.ot_distances),
+       'ade': np.asarray(ranking.ade),
+       'random': np.asarray(jax.random.uniform(k_random, (args.rollouts,)))}
+  t2 = time.perf_counter()
+  buckets = {}
+  for name in DISTANCES:
+    order = np.argsort(d[name], kind='stable')
+    buckets[name] = [float(metric(state, jax.tree.map(
+        lambda a, idx=order[b * per_bucket:(b + 1) * per_bucket]: a[idx],
+        traj))) for b in range(args.buckets)]
+  own = np.asarray(single(state, traj))
+  everyone = float(metric(state, traj))
+  t3 = time.perf_counter()
+  row = {'scenario_id': ex.scenario_id, 'realism_all': everyone,
+         'num_evaluated': int(np.sum(np.asarray(
+             wosac.evaluated_index(state, 16)[1]))),
+         'buckets': buckets, 'single_rollout_realism': own.tolist(),
+         'distances': {k: v.tolist() for k, v in d.items()},
+         'seconds': {'sample': t1 - t0, 'rank': t2 - t1,
+                     'metric': t3 - t2, 'compiled_here': fresh}}
+  for name in DISTANCES:
+    closeness = -d[name]
+    row[f'{name}_bucket_spearman'] = _spearman(
+        -np.arange(args.buckets), buckets[name])
+    row[f'{name}_gap'] = buckets[name][0] - buckets[name][-1]
+    row[f'{name}_rollout_spearman'] = _spearman(closeness, own)
+    half = np.argsort(d[name], kind='stable')[:args.rollouts // 2]
+    row[f'{name}_rollout_spearman_closer_half'] = _spearman(
+        closeness[half], own[half])
+  row['ot_ade_spearman'] = _spearman(d['ot'], d['ade'])
+  return row
+
+
+def _result(rows: list[dict], args) -> dict:
+  """The summary over scenarios (signal.json without its rows)."""
   result = {
       'date': time.strftime('%Y-%m-%d'),
       'machine': f'{jax.devices()[0].device_kind} ({jax.default_backend()}),'
@@ -211,6 +186,50 @@ def main():
         'rollout_spearman_closer_half': _summary(
             [r[f'{name}_rollout_spearman_closer_half'] for r in rows]),
     }
+  return result
+
+
+def main():
+  args = _parse_args()
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  files = sorted(glob.glob(args.glob))
+  if not files:
+    raise SystemExit(f'no files match {args.glob}')
+  examples = womd.read_examples(files,
+                                womd.ReaderConfig(max_num_objects=args.objects))
+  mc = motion_lm.ModelConfig()
+  fns = _jitted(args, mc)
+  params = None
+  # One line per finished scenario: a rerun with the same --out resumes.
+  done_path = out / 'rows.jsonl'
+  rows = ([json.loads(line) for line in done_path.read_text().splitlines()]
+          if done_path.exists() else [])
+  done = {r['scenario_id'] for r in rows}
+  bar = tqdm.tqdm(total=args.scenarios, initial=len(rows), desc='scenarios',
+                  unit='scn')
+  for i, ex in enumerate(examples):
+    if i < args.skip or ex.scenario_id in done:
+      continue
+    if len(rows) >= args.scenarios:
+      break
+    fresh = params is None  # this run's first scenario pays compilation
+    if fresh:
+      batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
+      like = jax.eval_shape(lambda b: motion_lm.init(
+          jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
+      params = checkpoint.load_params(args.checkpoint, like)
+    row = _scenario_row(ex, i, params, fns, args, fresh)
+    rows.append(row)
+    with done_path.open('a') as f:
+      f.write(json.dumps(row) + '\n')
+    bar.set_postfix(realism=f'{row["realism_all"]:.3f}',
+                    ot=f'{row["ot_gap"]:+.3f}', ade=f'{row["ade_gap"]:+.3f}')
+    bar.update()
+  bar.close()
+  if not rows:
+    raise SystemExit('no scenarios read')
+  result = _result(rows, args)
   result['scenarios'] = rows
   (out / 'signal.json').write_text(json.dumps(result, indent=1))
   _plot(result, out / 'signal.png', args)

@@ -39,8 +39,9 @@ def evaluate_files(
     params, model_config: motion_lm.ModelConfig,
     patterns: Sequence[str], *,
     reader: womd.ReaderConfig = womd.ReaderConfig(),
-    num_rollouts: int = 32, temperature: float = 1.0, top_k: int = 0,
-    top_p: float = 1.0, challenges: Sequence[str] = ('2024', '2025'),
+    num_rollouts: int = 32,
+    sampling: rollout.SamplingConfig = rollout.SamplingConfig(),
+    challenges: Sequence[str] = ('2024', '2025'),
     max_scenarios: int = 0, baselines: bool = True, seed: int = 0,
     keep: int = 0, progress: bool = True,
     on_scenario: Callable[[dict], None] | None = None,
@@ -55,7 +56,7 @@ def evaluate_files(
     patterns: WOMD TFRecord files, globs or name@N patterns.
     reader: scenario sizes (WOSAC simulates up to 128 objects).
     num_rollouts: rollouts per scenario (WOSAC: 32).
-    temperature, top_k, top_p: sampling.
+    sampling: how the model's tokens are drawn.
     challenges: metric configs ('2024', '2025').
     max_scenarios: stop after this many (0: all).
     baselines: also score log replay and constant velocity.
@@ -80,9 +81,7 @@ def evaluate_files(
     scenarios instead.
   """
   configs = {c: wosac.get_config(c) for c in challenges}
-  sample, metric, references = _compiled(
-      model_config, num_rollouts, temperature, top_k, top_p,
-      tuple(challenges), baselines, env)
+  challenges = tuple(challenges)
   root = jax.random.key(seed)
   per_scenario, kept = [], []
   stats = womd.ReadStats()
@@ -93,17 +92,22 @@ def evaluate_files(
   for i, ex in enumerate(tqdm.tqdm(examples, desc='evaluate', unit='scenario',
                                    disable=not progress)):
     batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
-    out = sample(params, batch, jax.random.fold_in(root, i))
+    out = _sample(params, batch, jax.random.fold_in(root, i),
+                  config=model_config, num_rollouts=num_rollouts,
+                  sampling=sampling, env=env)
     sims = {'model': jax.tree.map(lambda a: a[0],
                                   rollout.to_metric_trajectory(out))}
-    for name, fn in references.items():
-      sims[name] = fn(ex.state)
+    if baselines:
+      sims['constant_velocity'] = _constant_velocity(
+          ex.state, num_rollouts=num_rollouts)
+      sims['log_replay'] = _log_replay(ex.state, num_rollouts=num_rollouts)
     if on_rollouts is not None:
       on_rollouts(ex, jax.device_get(sims['model']))
     row = {'scenario_id': ex.scenario_id}
     if ex.num_dropped_sim_agents:  # scored without them: say so
       row['dropped_sim_agents'] = ex.num_dropped_sim_agents
-    scores = {name: jax.device_get(metric(ex.state, traj))
+    scores = {name: jax.device_get(_metric(ex.state, traj,
+                                           challenges=challenges))
               for name, traj in sims.items()}
     for c in configs:
       row[c] = {name: {k: float(v) for k, v in scores[name][c].items()}
@@ -131,28 +135,22 @@ def evaluate_files(
           'kept': kept, 'data': stats.summary()}
 
 
-@functools.lru_cache(maxsize=4)
-def _compiled(model_config, num_rollouts, temperature, top_k, top_p,
-              challenges, baselines, env):
-  """The jitted sampler, metric and references of one setting, built once
-  per process (scoring several checkpoints compiles them once)."""
-  configs = {c: wosac.get_config(c) for c in challenges}
-  sample = jax.jit(functools.partial(
-      rollout.sample_rollouts, config=model_config,
-      num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
-      top_p=top_p, env=env))
-  # The features are computed once and scored under every config.
-  metric = jax.jit(lambda state, traj: {
-      c: wosac.metrics_from_features(
-          wosac.scenario_features(state, traj), config)
-      for c, config in configs.items()})
-  references = {
-      'constant_velocity': jax.jit(functools.partial(
-          wosac.constant_velocity_rollouts, num_rollouts=num_rollouts)),
-      'log_replay': jax.jit(functools.partial(
-          wosac.log_rollouts, num_rollouts=num_rollouts)),
-  } if baselines else {}
-  return sample, metric, references
+# Compiled once per setting and shape in a process (scoring several
+# checkpoints compiles them once).
+_sample = jax.jit(rollout.sample_rollouts,
+                  static_argnames=('config', 'num_rollouts', 'sampling', 'env'))
+_constant_velocity = jax.jit(wosac.constant_velocity_rollouts,
+                             static_argnames=('num_rollouts',))
+_log_replay = jax.jit(wosac.log_rollouts, static_argnames=('num_rollouts',))
+
+
+@functools.partial(jax.jit, static_argnames=('challenges',))
+def _metric(state, traj, *, challenges: tuple[str, ...]):
+  """Each challenge's metrics of rollouts; the features are computed once
+  and scored under every config."""
+  features = wosac.scenario_features(state, traj)
+  return {c: wosac.metrics_from_features(features, wosac.get_config(c))
+          for c in challenges}
 
 
 def markdown_report(results: dict[str, dict], title: str) -> str:

@@ -27,6 +27,8 @@ at the current step are not simulated and are invalid in the output.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flax import struct
 import jax
 import jax.numpy as jnp
@@ -38,8 +40,8 @@ from prefalign.model import tokenizer
 from prefalign.sim import dynamics as dynamics_lib
 from prefalign.sim import env as sim_env
 
-__all__ = ['Rollouts', 'sample_rollouts', 'filter_logits', 'as_tokens',
-           'replay_tokens',
+__all__ = ['Rollouts', 'SamplingConfig', 'sample_rollouts', 'filter_logits',
+           'sample_tokens', 'as_tokens', 'replay_tokens',
            'tile', 'to_metric_trajectory', 'MotionLMActor', 'ActorState',
            'ActorOutput']
 
@@ -71,20 +73,42 @@ class Rollouts:
   valid: jax.Array
 
 
-def filter_logits(logits: jax.Array, *, temperature: float = 1.0,
-                  top_k: int = 0, top_p: float = 1.0) -> jax.Array:
-  """Logits of the sampling distribution.
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How a token is drawn from the model's logits (evaluation, collection,
+  the Waymax actor: every sampler takes one).
 
-  Args:
-    logits: float32 (..., V).
+  Attributes:
     temperature: > 0 divides the logits; 0 puts all mass on the argmax.
     top_k: keep the k most likely tokens (0: all).
     top_p: keep the smallest set of most likely tokens whose mass reaches
       top_p (1: all).
+  """
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if not self.temperature >= 0:
+      raise ValueError(f'temperature must be >= 0, got {self.temperature}')
+    if self.top_k < 0:
+      raise ValueError(f'top_k must be >= 0 (0: all), got {self.top_k}')
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
+
+
+def filter_logits(logits: jax.Array,
+                  config: SamplingConfig = SamplingConfig()) -> jax.Array:
+  """Logits of the sampling distribution.
+
+  Args:
+    logits: float32 (..., V).
+    config: temperature, top-k and top-p.
 
   Returns:
     float32 (..., V), -inf outside the kept set.
   """
+  temperature, top_k, top_p = config.temperature, config.top_k, config.top_p
   neg = jnp.finfo(logits.dtype).min
   if temperature == 0:
     best = jnp.argmax(logits, axis=-1)
@@ -106,6 +130,27 @@ def filter_logits(logits: jax.Array, *, temperature: float = 1.0,
     keep = jnp.take_along_axis(keep_sorted, inverse, axis=-1)
     logits = jnp.where(keep, logits, neg)
   return logits
+
+
+def sample_tokens(logits: jax.Array, keys: jax.Array, k: jax.Array,
+                  valid: jax.Array,
+                  config: SamplingConfig = SamplingConfig()) -> jax.Array:
+  """One token per agent: the sampler's and the actor's draw.
+
+  Args:
+    logits: float32 (B, A, V) of token step ``k``.
+    keys: (B,) one key per row (a rollout's stream).
+    k: int token step; row b draws with ``fold_in(keys[b], k)``.
+    valid: bool (B, A) agents that get a token.
+    config: the sampling distribution (``filter_logits``).
+
+  Returns:
+    int32 (B, A) tokens; 0 where not valid.
+  """
+  step_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
+  token = jax.vmap(jax.random.categorical)(step_keys,
+                                           filter_logits(logits, config))
+  return jnp.where(valid, token, 0).astype(jnp.int32)
 
 
 def tile(tree, num: int):
@@ -154,8 +199,7 @@ def _check_env(env: sim_env.Environment | None,
 @jax.named_scope('rollout.sample_rollouts')
 def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                     *, config: motion_lm.ModelConfig, num_rollouts: int = 32,
-                    temperature: float = 1.0, top_k: int = 0,
-                    top_p: float = 1.0,
+                    sampling: SamplingConfig = SamplingConfig(),
                     env: sim_env.Environment | None = None) -> Rollouts:
   """Samples closed-loop joint rollouts of every scenario of a batch.
 
@@ -166,7 +210,7 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
     rng: a key; rollouts of one call use independent streams of it.
     config: the model's config (static).
     num_rollouts: R, rollouts per scenario (static).
-    temperature, top_k, top_p: sampling (static); see ``filter_logits``.
+    sampling: how tokens are drawn (static); see ``filter_logits``.
     env: the simulator the rollouts run in (static), a
       ``sim.env.Environment``: by default ``sim.env.KinematicEnvironment``
       with the model's dynamics; ``sim.env.StepEnvironment`` carries the
@@ -205,12 +249,7 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                          -1)
     logits, cache = motion_lm.decode_step(params, context, pose_arr, valid,
                                           prev, k, cache, config=config)
-    step_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
-    sampling = filter_logits(logits, temperature=temperature, top_k=top_k,
-                             top_p=top_p)
-    token = jax.vmap(lambda key, lg: jax.random.categorical(key, lg))(
-        step_keys, sampling).astype(jnp.int32)
-    token = jnp.where(valid, token, 0)
+    token = sample_tokens(logits, keys, k, valid, sampling)
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1),
                              token[..., None], -1)[..., 0]
     lp = jnp.where(valid, lp, 0.0)
@@ -372,15 +411,13 @@ class MotionLMActor:
 
   Args:
     config: the model's config.
-    temperature, top_k, top_p: sampling (see ``filter_logits``).
+    sampling: how tokens are drawn (see ``filter_logits``).
   """
 
   def __init__(self, config: motion_lm.ModelConfig, *,
-               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+               sampling: SamplingConfig = SamplingConfig()):
     self.config = config
-    self.temperature = temperature
-    self.top_k = top_k
-    self.top_p = top_p
+    self.sampling = sampling
 
   @staticmethod
   def _batched(state):
@@ -423,12 +460,8 @@ class MotionLMActor:
       prev = jnp.where((k > 0) & valid, s.token, config.vocab_size)
       logits, cache = motion_lm.decode_step(params, context, pose, valid,
                                             prev, k, s.cache, config=config)
-      sampling = filter_logits(logits, temperature=self.temperature,
-                               top_k=self.top_k, top_p=self.top_p)
       keys = jax.random.split(s.key, valid.shape[0])
-      step_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)
-      token = jax.vmap(jax.random.categorical)(step_keys, sampling)
-      token = jnp.where(valid, token, 0).astype(jnp.int32)
+      token = sample_tokens(logits, keys, k, valid, self.sampling)
       return s.replace(cache=cache, token=token, prev=prev)
 
     boundary = (t % tok.steps_per_token == 0) & (t >= 0)

@@ -48,10 +48,10 @@ def setup():
 
 
 @functools.cache
-def _sampler(temperature=1.0, top_k=0, top_p=1.0):
+def _sampler(**sampling):
   return jax.jit(functools.partial(
       rollout.sample_rollouts, config=CONFIG, num_rollouts=R,
-      temperature=temperature, top_k=top_k, top_p=top_p))
+      sampling=rollout.SamplingConfig(**sampling)))
 
 
 def test_shapes_validity_and_reproducibility(setup):
@@ -146,16 +146,26 @@ def test_sampler_compiles_once_per_shape(setup):
 
 def test_filter_logits():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
-  keep = lambda **kw: np.isfinite(np.asarray(
-      rollout.filter_logits(logits, **kw))) & (np.asarray(
-          rollout.filter_logits(logits, **kw)) > -1e30)
+  def keep(**kw):
+    out = np.asarray(
+        rollout.filter_logits(logits, rollout.SamplingConfig(**kw)))
+    return np.isfinite(out) & (out > -1e30)
+
   np.testing.assert_array_equal(keep(top_k=2), [[True, True, False, False]])
   np.testing.assert_array_equal(keep(top_p=0.7), [[True, True, False, False]])
   np.testing.assert_array_equal(keep(top_p=0.5), [[True, False, False, False]])
   np.testing.assert_array_equal(keep(temperature=0.0),
                                 [[True, False, False, False]])
-  hot = jax.nn.softmax(rollout.filter_logits(logits, temperature=2.0))
+  hot = jax.nn.softmax(rollout.filter_logits(
+      logits, rollout.SamplingConfig(temperature=2.0)))
   assert float(hot[0, 0]) < 0.5
+
+
+@pytest.mark.parametrize('field, value', [
+    ('temperature', -1.0), ('top_k', -2), ('top_p', 0.0), ('top_p', 1.5)])
+def test_bad_sampling_values_are_named(field, value):
+  with pytest.raises(ValueError, match=field):
+    rollout.SamplingConfig(**{field: value})
 
 
 def test_actor_in_the_simulator_reproduces_the_sampler(setup):

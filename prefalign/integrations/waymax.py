@@ -381,7 +381,7 @@ class WaymaxEnvironment:
 
 
 def actor(config: motion_lm.ModelConfig, *, dynamics_model: Any = None,
-          temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+          sampling: rollout.SamplingConfig = rollout.SamplingConfig(),
           name: str = 'prefalign_motion_lm'):
   """The model as a Waymax actor (``waymax.agents.actor_core_factory``).
 
@@ -395,15 +395,14 @@ def actor(config: motion_lm.ModelConfig, *, dynamics_model: Any = None,
     config: the model's config.
     dynamics_model: the environment's Waymax dynamics model, for the
       action's space (``env_action``); default ``AccelerationDynamics``.
-    temperature, top_k, top_p: sampling (``rollout.filter_logits``).
+    sampling: how tokens are drawn (``rollout.SamplingConfig``).
     name: the actor's name.
 
   Returns:
     A ``waymax.agents.WaymaxActorCore``; it controls the objects valid at the
     current step.
   """
-  inner = rollout.MotionLMActor(config, temperature=temperature,
-                                top_k=top_k, top_p=top_p)
+  inner = rollout.MotionLMActor(config, sampling=sampling)
   model = dynamics_model or AccelerationDynamics(config.tokenizer.dynamics)
 
   def init(rng, state):
