@@ -27,7 +27,7 @@ decides how to batch and shard. Map of the package:
 * ``preference``: occupancy features, batched Sinkhorn OT and
   ``rank_rollouts(state, rollouts (R, N, 80), rng, config)`` -> ``Ranking``
   ((R,) distances, (P,) preferred / unpreferred indices); offline collection
-  in ``preference.dataset``.
+  in ``preference.collection``.
 * ``train``: ``TrainState``, ``losses``, the pre-training ``train_step`` and
   the preference ``preference_step(state, PreferenceBatch, rng, reference)``
   -> ``(state, metrics)``, data-parallel wrapping (``train.parallel``), the

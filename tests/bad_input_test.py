@@ -27,8 +27,10 @@ from prefalign.data import tfrecord
 from prefalign.data import womd
 from prefalign.metrics import wosac
 from prefalign.model import motion_lm
+from prefalign.preference import collection
 from prefalign.preference import dataset
 from prefalign.preference import ranking
+from prefalign.preference import records
 from prefalign.train import align
 from prefalign.train import loop
 from prefalign.train import parallel
@@ -348,9 +350,9 @@ def collected(tmp_path_factory):
   batch = jax.tree.map(lambda a: np.asarray(a)[None], examples[0].state)
   params = motion_lm.init(jax.random.key(0), TINY_MODEL,
                           *steps.model_inputs(batch, TINY_MODEL))
-  dataset.collect(params, TINY_MODEL, examples, root / 'prefs',
-                  ranking_config=ranking.RankingConfig(num_pairs=2),
-                  num_rollouts=4, progress=False)
+  collection.collect(params, TINY_MODEL, examples, root / 'prefs',
+                     ranking_config=ranking.RankingConfig(num_pairs=2),
+                     num_rollouts=4, progress=False)
   return root, examples[0]
 
 
@@ -389,7 +391,7 @@ def test_preference_shards_of_another_model_config_are_refused(collected):
 
 def test_token_ids_outside_the_vocabulary_are_named(collected):
   root, example = collected
-  (rec,) = dataset.read_records(root / 'prefs')
+  (rec,) = records.read_records(root / 'prefs')
   rec.sequences = rec.sequences.copy()
   rec.sequences[0, 0, 3] = TINY_MODEL.tokenizer.vocab_size
   with pytest.raises(tfrecord.DataError, match=(

@@ -55,7 +55,7 @@ DOCUMENTED = (
     'preference.rank_rollouts',
     'preference.RankingConfig',
     'preference.SinkhornConfig',
-    'preference.dataset.sequence_tokens',
+    'preference.collection.sequence_tokens',
     'rank_rollouts',
     'RankingConfig',
     'SinkhornConfig',

@@ -119,15 +119,14 @@ class _Sampler:
 
 def _sampler(params, model_config: motion_lm.ModelConfig,
              ranking_config: ranking_lib.RankingConfig, *, num_rollouts: int,
-             temperature: float, top_k: int, top_p: float, seed: int,
+             sampling: rollout.SamplingConfig, seed: int,
              keep_all_rollouts: bool) -> _Sampler:
   """The jitted programs of one collection (see ``collect``'s arguments)."""
   return _Sampler(
       params=params,
       sample=jax.jit(functools.partial(
           rollout.sample_rollouts, config=model_config,
-          num_rollouts=num_rollouts, temperature=temperature, top_k=top_k,
-          top_p=top_p)),
+          num_rollouts=num_rollouts, sampling=sampling)),
       rank=jax.jit(functools.partial(ranking_lib.rank_rollouts,
                                      config=ranking_config)),
       tokenize=jax.jit(functools.partial(_log_tokens,
@@ -223,8 +222,8 @@ def collect(params, model_config: motion_lm.ModelConfig,
             directory: os.PathLike, *,
             ranking_config: ranking_lib.RankingConfig = (
                 ranking_lib.RankingConfig()),
-            num_rollouts: int = 64, temperature: float = 1.0,
-            top_k: int = 0, top_p: float = 1.0,
+            num_rollouts: int = 64,
+            sampling: rollout.SamplingConfig = rollout.SamplingConfig(),
             scenarios_per_shard: int = 64, seed: int = 0,
             max_scenarios: int = 0, keep_all_rollouts: bool = False,
             meta: dict | None = None,
@@ -241,7 +240,7 @@ def collect(params, model_config: motion_lm.ModelConfig,
       same setup).
     ranking_config: how rollouts are ranked and paired.
     num_rollouts: R, rollouts per scenario (the paper: 64).
-    temperature, top_k, top_p: sampling.
+    sampling: how the reference model's tokens are drawn.
     scenarios_per_shard: scenarios per shard file.
     seed: scenario i samples with ``fold_in(key(seed), i)``.
     max_scenarios: stop after this many (0: all).
@@ -267,13 +266,12 @@ def collect(params, model_config: motion_lm.ModelConfig,
   records_lib.check_meta(directory, records_lib.meta_json({
       'ranking': dataclasses.asdict(ranking_config),
       'model': dataclasses.asdict(model_config),
-      'num_rollouts': num_rollouts, 'temperature': temperature,
-      'top_k': top_k, 'top_p': top_p,
+      'num_rollouts': num_rollouts, 'temperature': sampling.temperature,
+      'top_k': sampling.top_k, 'top_p': sampling.top_p,
       'scenarios_per_shard': scenarios_per_shard, 'seed': seed,
       'keep_all_rollouts': keep_all_rollouts, **(meta or {})}))
   sampler = _sampler(params, model_config, ranking_config,
-                     num_rollouts=num_rollouts, temperature=temperature,
-                     top_k=top_k, top_p=top_p, seed=seed,
+                     num_rollouts=num_rollouts, sampling=sampling, seed=seed,
                      keep_all_rollouts=keep_all_rollouts)
   bar = tqdm.tqdm(total=max_scenarios or None, desc='collect',
                   unit='scenario', disable=not progress)

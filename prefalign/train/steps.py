@@ -231,7 +231,7 @@ class PreferenceBatch:
   Attributes:
     state: SimulatorState (B, ...), the logged scenarios.
     tokens: Tokens (B, U, A, K), the teacher-forcing inputs of each
-      scenario's stored sequences (``preference.dataset.sequence_tokens``).
+      scenario's stored sequences (``preference.collection.sequence_tokens``).
     pairs: int32 (B, P, 2) (preferred, unpreferred) indices into U.
     pair_valid: bool (B, P) which pairs count (padding: False).
   """

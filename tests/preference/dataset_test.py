@@ -10,8 +10,10 @@ from prefalign import rollout
 from prefalign.data import tfrecord
 from prefalign.data import womd
 from prefalign.model import motion_lm
+from prefalign.preference import collection
 from prefalign.preference import dataset
 from prefalign.preference import ranking
+from prefalign.preference import records
 from prefalign.train import steps
 from tests.train.conftest import READER
 from tests.train.conftest import TINY_MODEL
@@ -36,9 +38,9 @@ def _collect(setup, out, **kw):
   args = dict(ranking_config=CONFIG, num_rollouts=4, scenarios_per_shard=2,
               seed=3, progress=False)
   args.update(kw)
-  return dataset.collect(params, TINY_MODEL,
-                         womd.read_examples([path], READER), root / out,
-                         **args)
+  return collection.collect(params, TINY_MODEL,
+                            womd.read_examples([path], READER), root / out,
+                            **args)
 
 
 def _bytes(directory):
@@ -51,7 +53,7 @@ def test_collect_writes_shards_and_summary(setup):
   root, _, examples, _ = setup
   assert sorted(_bytes(root / 'a')) == ['preferences-00000.tfrecord',
                                         'preferences-00001.tfrecord']
-  recs = list(dataset.read_records(root / 'a'))
+  recs = list(records.read_records(root / 'a'))
   assert [r.scenario_id for r in recs] == [e.scenario_id for e in examples]
   assert summary['num_scenarios'] == 3 and summary['num_pairs'] == 6
   assert (root / 'a' / 'summary.json').exists()
@@ -89,13 +91,13 @@ def test_corrupt_shard_names_file_and_record(setup):
   data[-10] ^= 0xFF
   path.write_bytes(bytes(data))
   with pytest.raises(tfrecord.DataError, match='preferences-00000'):
-    list(dataset.read_records(root / 'd'))
+    list(records.read_records(root / 'd'))
   with pytest.raises(FileNotFoundError, match='no preference shards'):
-    list(dataset.read_records(root / 'nothing'))
+    list(records.read_records(root / 'nothing'))
 
 
 def test_record_roundtrip_and_bad_pairs():
-  rec = dataset.PreferenceRecord(
+  rec = records.PreferenceRecord(
       scenario_id='s', source='f', record=2,
       sequences=np.zeros((2, 3, 4), np.int16),
       sequence_rollout=np.array([-1, 5], np.int32),
@@ -103,14 +105,14 @@ def test_record_roundtrip_and_bad_pairs():
       ot_distances=np.ones(6, np.float32), ade=np.ones(6, np.float32),
       agent_distances=np.ones((6, 3), np.float32),
       agent_counted=np.ones(3, bool))
-  back = dataset.decode_record(dataset.encode_record(rec))
+  back = records.decode_record(records.encode_record(rec))
   assert back.scenario_id == 's' and back.record == 2
   np.testing.assert_array_equal(back.preferred_rollouts, [-1])
   rec.pairs = np.array([[0, 2]], np.int32)
   with pytest.raises(tfrecord.DataError, match='pairs index'):
-    dataset.decode_record(dataset.encode_record(rec), 'here')
+    records.decode_record(records.encode_record(rec), 'here')
   with pytest.raises(tfrecord.DataError, match='here: not a preference'):
-    dataset.decode_record(b'garbage', 'here')
+    records.decode_record(b'garbage', 'here')
 
 
 def test_replayed_tokens_score_like_the_sampler(setup):
@@ -130,8 +132,8 @@ def test_replayed_tokens_score_like_the_sampler(setup):
                            config=TINY_MODEL)
   np.testing.assert_allclose(lp, out.log_probs[0], atol=1e-4)
   # The log as a sequence: its closed-loop tokenization.
-  toks = dataset.sequence_tokens(state, out.tokens[0, :2],
-                                 np.array([-1, 1]), TINY_MODEL)
+  toks = collection.sequence_tokens(state, out.tokens[0, :2],
+                                    np.array([-1, 1]), TINY_MODEL)
   log = steps.model_inputs(batch, TINY_MODEL)[1]
   np.testing.assert_array_equal(toks.tokens[0], log.tokens[0])
   np.testing.assert_array_equal(toks.tokens[1],
@@ -145,7 +147,7 @@ def test_training_examples_feed_the_preference_step(setup):
   from prefalign.train import state as state_lib
   _collect(setup, 'train')
   root, _, examples, params = setup
-  recs = list(dataset.read_records(root / 'train'))
+  recs = list(records.read_records(root / 'train'))
   pairs = list(dataset.record_states(recs, READER))
   assert [r.scenario_id for r, _ in pairs] == [e.scenario_id
                                                for e in examples]
@@ -182,3 +184,20 @@ def test_training_examples_feed_the_preference_step(setup):
   late = dataclasses.replace(rec, record=99)
   with pytest.raises(tfrecord.DataError, match='no record 99'):
     list(dataset.record_states([late], READER))
+
+
+def test_training_example_compiles_once_per_config(setup):
+  import dataclasses
+  _collect(setup, 'train')  # resumed when the test above ran
+  root = setup[0]
+  pairs = list(dataset.record_states(records.read_records(root / 'train'),
+                                     READER))
+  jitted = dataset._sequence_tokens_jit
+  jitted.clear_cache()
+  for r, s in pairs:
+    dataset.training_example(r, s, TINY_MODEL, num_sequences=6, num_pairs=3)
+  # An equal config (another object) hits the same compilation.
+  rec, state = pairs[0]
+  dataset.training_example(rec, state, dataclasses.replace(TINY_MODEL),
+                           num_sequences=6, num_pairs=3)
+  assert len(pairs) == 3 and jitted._cache_size() == 1
