@@ -45,10 +45,10 @@ def main(argv):
     jax.distributed.initialize(**explicit)
   from experiments import stages
   from prefalign import fileio
-  from prefalign.train import loop
+  from prefalign.train import runtime
   try:
     stages.run(config, _WORKDIR.value)
-  except loop.Preempted as e:
+  except runtime.Preempted as e:
     # A scheduler's SIGTERM (or Ctrl-C): the checkpoint is written; exit
     # with the signal's conventional status and no traceback.
     print(f'\n{e}', file=sys.stderr, flush=True)

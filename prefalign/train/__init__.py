@@ -4,7 +4,9 @@ Pre-training (``train_step``, ``eval_step``) and preference alignment
 (``preference_step``, ``preference_eval_step``, ``policy_kl``) are pure
 functions of a ``TrainState`` and a batch; the caller jits them (or makes
 them data-parallel with ``parallel.jit_step``). ``train_and_evaluate`` and
-``align.align_and_evaluate`` are the jobs built on them.
+``align.align_and_evaluate`` are the jobs built on them, both run by the
+one loop of ``runner`` with the run-time pieces of ``runtime`` (metrics
+writer, preemption, the non-finite stop, the workdir lock).
 """
 
 from prefalign.train import align
@@ -12,6 +14,8 @@ from prefalign.train import checkpoint
 from prefalign.train import loop
 from prefalign.train import losses
 from prefalign.train import parallel
+from prefalign.train import runner
+from prefalign.train import runtime
 from prefalign.train import steps
 from prefalign.train.align import AlignConfig
 from prefalign.train.align import align_and_evaluate
@@ -38,6 +42,8 @@ __all__ = [
     'losses',
     'loop',
     'parallel',
+    'runner',
+    'runtime',
     'steps',
     'AlignConfig',
     'align_and_evaluate',

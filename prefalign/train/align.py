@@ -33,23 +33,23 @@ import dataclasses
 import functools
 import itertools
 import pathlib
-import time
 from typing import Any
 import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from prefalign.data import pipeline
 from prefalign.data import womd
 from prefalign.model import motion_lm
 from prefalign.preference import dataset
 from prefalign.preference import ranking
+from prefalign.preference import records as records_lib
 from prefalign.train import checkpoint as checkpoint_lib
-from prefalign.train import loop
 from prefalign.train import parallel
+from prefalign.train import runner
+from prefalign.train import runtime
 from prefalign.train import steps
 from prefalign.train.state import TrainState
 
@@ -152,7 +152,7 @@ def check_config(config: AlignConfig, mesh) -> None:
       raise ValueError(f'preference_dirs: {d} holds no preference shards '
                        '(preferences-*.tfrecord); run the collect stage')
     try:
-      dataset.check_model(d, config.model)
+      records_lib.check_model(d, config.model)
     except ValueError as e:
       raise ValueError(f'preference_dirs: {e}') from None
   if not config.init_from:
@@ -175,15 +175,15 @@ def is_heldout(scenario_id: str, fraction: float) -> bool:
 
 def _pairs(rec, strategy: str, config: AlignConfig, heldout: bool):
   if not strategy:
-    return dataset.compact(rec)
+    return records_lib.compact(rec)
   num = config.num_pairs or int(
       rec.pairs.shape[0] if config.pairing != 'all' else
       round(rec.pairs.shape[0]**0.5))
   if heldout:
     holds_all = set(rec.sequence_rollout.tolist()) >= set(
-        range(dataset.LOG, rec.ot_distances.shape[0]))
+        range(records_lib.LOG, rec.ot_distances.shape[0]))
     if not holds_all:  # the collection's own pairs
-      return dataset.compact(rec)
+      return records_lib.compact(rec)
     return dataset.relabel(rec, strategy, num_pairs=num, pairing='rank',
                            seed=config.seed)
   return dataset.relabel(rec, strategy, num_pairs=num,
@@ -191,8 +191,8 @@ def _pairs(rec, strategy: str, config: AlignConfig, heldout: bool):
 
 
 def split_records(config: AlignConfig
-                  ) -> tuple[list[dataset.PreferenceRecord],
-                             list[dataset.PreferenceRecord]]:
+                  ) -> tuple[list[records_lib.PreferenceRecord],
+                             list[records_lib.PreferenceRecord]]:
   """(training, held-out) records, paired as configured.
 
   Training records keep the collection order, cut to ``max_scenarios``;
@@ -200,8 +200,8 @@ def split_records(config: AlignConfig
   """
   train, heldout = [], []
   for d in config.preference_dirs:
-    dataset.check_model(d, config.model)
-    for rec in dataset.read_records(d):
+    records_lib.check_model(d, config.model)
+    for rec in records_lib.read_records(d):
       if is_heldout(rec.scenario_id, config.heldout_fraction):
         heldout.append(_pairs(rec, config.eval_pairs_from, config, True))
       else:
@@ -298,65 +298,41 @@ def align_and_evaluate(config: AlignConfig, workdir: str | pathlib.Path, *,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  with loop.workdir_lock(workdir, 'alignment'):
+  with runtime.workdir_lock(workdir, 'alignment'):
     return _align_and_evaluate(config, workdir, callback)
 
 
-def _align_and_evaluate(config, workdir, callback):
-  """``align_and_evaluate`` with the workdir's lock held."""
-  mesh = parallel.make_mesh(config.num_devices)
-  check_config(config, mesh)
-  train_recs, heldout_recs = split_records(config)
-  sizes = (max(r.sequences.shape[0] for r in train_recs + heldout_recs),
-           max(r.pairs.shape[0] for r in train_recs + heldout_recs))
-  data_info = {'train_scenarios': len(train_recs),
-               'train_pairs': int(sum(r.pairs.shape[0] for r in train_recs)),
-               'heldout_scenarios': len(heldout_recs),
-               'heldout_pairs': int(sum(r.pairs.shape[0]
-                                        for r in heldout_recs)),
-               'sequences_per_scenario': sizes[0],
-               'pairs_per_scenario': sizes[1]}
-  local_recs = train_recs[jax.process_index()::jax.process_count()]
-  local = config.batch_size // jax.process_count()
+def _data_info(train_recs, heldout_recs) -> dict[str, int]:
+  """Scenario and pair counts, and the padded sizes of one example."""
+  both = train_recs + heldout_recs
+  return {'train_scenarios': len(train_recs),
+          'train_pairs': int(sum(r.pairs.shape[0] for r in train_recs)),
+          'heldout_scenarios': len(heldout_recs),
+          'heldout_pairs': int(sum(r.pairs.shape[0] for r in heldout_recs)),
+          'sequences_per_scenario': max(r.sequences.shape[0] for r in both),
+          'pairs_per_scenario': max(r.pairs.shape[0] for r in both)}
 
-  # The reference (frozen) and the policy's start: one host copy, two
-  # device copies (the step donates the policy's buffers).
+
+def _start_params(config: AlignConfig, train_recs, sizes):
+  """The reference's parameters (``config.init_from``), on the host."""
   first = next(_examples(train_recs[:1], config, sizes, train=False))
   like = jax.eval_shape(
       lambda b: motion_lm.init(jax.random.key(0), config.model,
                                *steps.model_inputs(b, config.model)),
       jax.tree.map(lambda a: a[None], first['state']))
-  params0 = _host_copy(checkpoint_lib.load_params(config.init_from, like))
-  reference = parallel.replicate(params0, mesh)
-  tx = steps.make_optimizer(config.optimizer)
-  # Placed like the step's outputs, so the first step compiles the only
-  # executable.
-  state = parallel.replicate(TrainState.create(_host_copy(params0), tx), mesh)
-  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
-                                     max_to_keep=config.keep_checkpoints)
-  restored = ckpt.restore(state)
-  origin = f'from {config.init_from}'
-  if restored is not None:
-    state = restored
-    origin = f'resumed from step {int(state.step)}'
-  start = int(jax.device_get(state.step))
-  writer = loop.MetricsWriter(workdir)
-  if jax.process_index() == 0:
-    print(f'aligning ({config.objective.loss}, pairs '
-          f'{config.pairs_from or "as collected"}) on {len(train_recs)} '
-          f'scenarios / {data_info["train_pairs"]} pairs, {len(heldout_recs)}'
-          f' held out, {mesh.devices.size} device(s), {origin}', flush=True)
+  return _host_copy(checkpoint_lib.load_params(config.init_from, like))
 
-  step_fn, eval_fn, kl_fn = _compiled(config.model, config.optimizer,
-                                      config.objective, config.kl_rollouts,
-                                      mesh)
-  heldout = list(_examples(heldout_recs, config, sizes, train=False))
+
+def _evaluator(config: AlignConfig, mesh, eval_fn, kl_fn, reference,
+               heldout: list[dict[str, Any]], writer: runtime.MetricsWriter):
+  """(state, step) -> {'heldout': pair metrics, 'kl': KL to the
+  reference}, each when there is something to measure it on."""
   kl_states = [h['state'] for h in heldout[:config.kl_scenarios]]
   kl_batch = (jax.tree.map(lambda *a: np.stack(a), *kl_states)
               if kl_states else None)
   root = jax.random.key(config.seed)
 
-  def evaluate(step: int) -> dict[str, dict[str, float]]:
+  def evaluate(state, step: int) -> dict[str, dict[str, float]]:
     out = {}
     if heldout:
       total = None
@@ -379,8 +355,13 @@ def _align_and_evaluate(config, workdir, callback):
     for split, values in out.items():
       writer.write(step, f'eval/{split}', values)
     return out
+  return evaluate
 
-  def realism(step: int) -> dict[str, float]:
+
+def _realism(config: AlignConfig, writer: runtime.MetricsWriter):
+  """(state, step) -> the model's WOSAC 2025 aggregate on
+  ``config.realism_files`` ({} without them)."""
+  def realism(state, step: int) -> dict[str, float]:
     if not config.realism_files:
       return {}
     from prefalign import evaluation
@@ -392,68 +373,103 @@ def _align_and_evaluate(config, workdir, callback):
     values = dict(res['aggregate']['2025']['model'])
     writer.write(step, 'eval/realism', values)
     return values
+  return realism
 
+
+def _train_log(host: dict[str, float], n: int,
+               elapsed: float) -> dict[str, float]:
+  """The training log of a window: loss, pair accuracy, log-probs."""
+  pairs = max(host['pairs'], 1.0)
+  last = {'loss': host['loss'] / max(host['count'], 1.0),
+          'accuracy': host['correct'] / pairs,
+          'logp_preferred': host['logp_preferred'] / pairs,
+          'logp_unpreferred': host['logp_unpreferred'] / pairs,
+          'grad_norm': host['grad_norm'] / n,
+          'learning_rate': host['learning_rate'] / n,
+          'steps_per_second': n / elapsed}
+  if 'bc_count' in host:
+    last['bc_loss'] = host['bc_loss'] / max(host['bc_count'], 1.0)
+  return last
+
+
+def _postfix(last: dict[str, float]) -> dict[str, str]:
+  return {'loss': f'{last["loss"]:.3f}', 'acc': f'{last["accuracy"]:.2f}'}
+
+
+def _align_and_evaluate(config, workdir, callback):
+  """``align_and_evaluate`` with the workdir's lock held."""
+  mesh = parallel.make_mesh(config.num_devices)
+  check_config(config, mesh)
+  train_recs, heldout_recs = split_records(config)
+  data_info = _data_info(train_recs, heldout_recs)
+  sizes = (data_info['sequences_per_scenario'],
+           data_info['pairs_per_scenario'])
+  local_recs = train_recs[jax.process_index()::jax.process_count()]
+  local = config.batch_size // jax.process_count()
+  # The reference (frozen) and the policy's start: one host copy, two
+  # device copies (the step donates the policy's buffers).
+  params0 = _start_params(config, train_recs, sizes)
+  reference = parallel.replicate(params0, mesh)
+  tx = steps.make_optimizer(config.optimizer)
+  # Placed like the step's outputs, so the first step compiles the only
+  # executable.
+  state = parallel.replicate(TrainState.create(_host_copy(params0), tx), mesh)
+  ckpt = checkpoint_lib.Checkpointer(workdir / 'checkpoints',
+                                     max_to_keep=config.keep_checkpoints)
+  restored = ckpt.restore(state)
+  origin = f'from {config.init_from}'
+  if restored is not None:
+    state = restored
+    origin = f'resumed from step {int(state.step)}'
+  start = int(jax.device_get(state.step))
+  writer = runtime.MetricsWriter(workdir)
+  if jax.process_index() == 0:
+    print(f'aligning ({config.objective.loss}, pairs '
+          f'{config.pairs_from or "as collected"}) on {len(train_recs)} '
+          f'scenarios / {data_info["train_pairs"]} pairs, {len(heldout_recs)}'
+          f' held out, {mesh.devices.size} device(s), {origin}', flush=True)
+  step_fn, eval_fn, kl_fn = _compiled(config.model, config.optimizer,
+                                      config.objective, config.kl_rollouts,
+                                      mesh)
+  heldout = list(_examples(heldout_recs, config, sizes, train=False))
+  evaluate = _evaluator(config, mesh, eval_fn, kl_fn, reference, heldout,
+                        writer)
+  realism = _realism(config, writer)
+  root = jax.random.key(config.seed)
   batches = pipeline.prefetch(_batches(
       _examples(local_recs, config, sizes, train=True, skip=start * local),
       local), size=2)
-  results = evaluate(start) if start == 0 else {}
-  real = {}
-  last: dict[str, float] = {}
-  window, t0, n0 = None, time.perf_counter(), start
-  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc='align',
-                  disable=not config.progress or jax.process_index() != 0)
-  preemption = loop.PreemptionGuard()
+
+  def one_step(state, step: int):
+    batch = parallel.shard_batch(next(batches), mesh)
+    state, metrics = step_fn(state, batch, jax.random.fold_in(root, step),
+                             reference)
+    return state, metrics, (
+        f'the preference records of step {step + 1} (records '
+        f'{step * local}..{(step + 1) * local - 1} of this process\'s '
+        'shuffled stream)')
+
+  def periodic_realism(state, done: int) -> None:
+    if config.realism_every and done % config.realism_every == 0 and (
+        done != config.num_steps):
+      realism(state, done)
+
   try:
-    for step in range(start, config.num_steps):
-      batch = parallel.shard_batch(next(batches), mesh)
-      state, metrics = step_fn(state, batch, jax.random.fold_in(root, step),
-                               reference)
-      done = step + 1
-      loop.stop_on_nonfinite(
-          metrics, state, ckpt, done,
-          f'the preference records of step {done} (records '
-          f'{step * local}..{done * local - 1} of this process\'s '
-          'shuffled stream)')
-      window = metrics if window is None else jax.tree.map(
-          jnp.add, window, metrics)
-      if done % config.log_every == 0 or done == config.num_steps:
-        host = {k: float(v) for k, v in jax.device_get(window).items()}
-        n, pairs = done - n0, max(host['pairs'], 1.0)
-        last = {'loss': host['loss'] / max(host['count'], 1.0),
-                'accuracy': host['correct'] / pairs,
-                'logp_preferred': host['logp_preferred'] / pairs,
-                'logp_unpreferred': host['logp_unpreferred'] / pairs,
-                'grad_norm': host['grad_norm'] / n,
-                'learning_rate': host['learning_rate'] / n,
-                'steps_per_second': n / (time.perf_counter() - t0)}
-        if 'bc_count' in host:
-          last['bc_loss'] = host['bc_loss'] / max(host['bc_count'], 1.0)
-        loop.check_finite(last, done)
-        writer.write(done, 'train', last)
-        bar.set_postfix(loss=f'{last["loss"]:.3f}',
-                        acc=f'{last["accuracy"]:.2f}')
-        window, t0, n0 = None, time.perf_counter(), done
-      bar.update(1)
-      if done % config.eval_every == 0 or done == config.num_steps:
-        results = evaluate(done)
-      if config.realism_every and done % config.realism_every == 0 and (
-          done != config.num_steps):
-        realism(done)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
-        ckpt.save(state)
-      if callback is not None:
-        callback(done, metrics)
-      preemption.stop_if_requested(state, ckpt, done, config.num_steps)
-    if not results:
-      results = evaluate(start)
-    real = realism(int(jax.device_get(state.step)))
+    state, last, results = runner.run(
+        state, start, runner.Schedule(
+            num_steps=config.num_steps, log_every=config.log_every,
+            eval_every=config.eval_every,
+            checkpoint_every=config.checkpoint_every),
+        runner.Hooks(step=one_step, log=_train_log, evaluate=evaluate,
+                     after_evaluation=periodic_realism, postfix=_postfix),
+        checkpointer=ckpt, writer=writer, name='align',
+        progress=config.progress, callback=callback,
+        results=evaluate(state, start) if start == 0 else None)
+    real = realism(state, int(jax.device_get(state.step)))
   finally:
-    preemption.restore()
     batches.close()  # ends the reading thread
-    bar.close()
     ckpt.close()
     writer.close()
   return {'step': int(jax.device_get(state.step)), 'train': last,
           'heldout': results.get('heldout', {}), 'kl': results.get('kl', {}),
           'realism': real, 'data': data_info, 'params': state.params}
-

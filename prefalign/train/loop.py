@@ -21,36 +21,29 @@ a function of the seed and the step.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-import contextlib
 import dataclasses
 import functools
 import itertools
-import json
-import math
 import pathlib
-import signal
-import threading
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from prefalign import datatypes
-from prefalign import fileio
 from prefalign.data import pipeline
 from prefalign.data import womd
 from prefalign.model import motion_lm
 from prefalign.train import checkpoint as checkpoint_lib
 from prefalign.train import losses
 from prefalign.train import parallel
+from prefalign.train import runner
+from prefalign.train import runtime
 from prefalign.train import steps
 from prefalign.train.state import TrainState
 
-__all__ = ['TrainConfig', 'train_and_evaluate', 'check_config', 'Preempted',
-           'PreemptionGuard', 'stop_on_nonfinite']
+__all__ = ['TrainConfig', 'train_and_evaluate', 'check_config']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,54 +164,6 @@ def _pad_batch(state: datatypes.SimulatorState, size: int):
   return jax.tree.map(lambda a, b: np.concatenate([a, b]), state, filler)
 
 
-class MetricsWriter:
-  """TensorBoard events and a JSON-lines log (process 0 only)."""
-
-  def __init__(self, workdir: pathlib.Path):
-    self.enabled = jax.process_index() == 0
-    self.jsonl = workdir / 'metrics.jsonl'
-    self.tb = None
-    if self.enabled:
-      try:
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(str(workdir / 'tensorboard'))
-      except ImportError:
-        self.tb = None
-
-  def write(self, step: int, split: str, values: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    with self.jsonl.open('a') as f:
-      f.write(json.dumps({'step': step, 'split': split, **values}) + '\n')
-    if self.tb is not None:
-      for k, v in values.items():
-        self.tb.add_scalar(f'{split}/{k}', v, step)
-      self.tb.flush()
-
-  def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
-
-
-class Preempted(Exception):
-  """Training stopped on a termination signal after saving a checkpoint.
-
-  Attributes:
-    step: the step checkpointed.
-    signal_name: the signal received (e.g. 'SIGTERM').
-    directory: the checkpoint directory; rerunning the same command
-      resumes from it.
-  """
-
-  def __init__(self, step: int, signal_name: str, directory):
-    self.step = step
-    self.signal_name = signal_name
-    self.directory = directory
-    super().__init__(
-        f'{signal_name} received: stopped after step {step}, checkpoint '
-        f'saved in {directory}; rerun the same command to resume.')
-
-
 def _in_lockstep(batches: Iterator[Any], no_tokens) -> Iterator[Any]:
   """This process's batches until no process has one left.
 
@@ -230,92 +175,9 @@ def _in_lockstep(batches: Iterator[Any], no_tokens) -> Iterator[Any]:
   it = iter(batches)
   while True:
     local = next(it, None)
-    if not _any_process(local is not None):
+    if not runtime.any_process(local is not None):
       return
     yield no_tokens if local is None else local
-
-
-def _any_process(flag: bool) -> bool:
-  """True if ``flag`` is set in any process (a collective when there are
-  several, so that every process stops at the same step)."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
-
-
-class PreemptionGuard:
-  """Turns SIGTERM (and SIGINT) into a request the loop honours between
-  steps: it saves a checkpoint and raises ``Preempted`` instead of dying
-  mid-step. With several processes the request is shared after every step,
-  so a signal to any of them stops all at the same step. A second signal of
-  the same kind gets the default behaviour. Only the main thread can
-  install handlers; elsewhere it does nothing."""
-
-  SIGNALS = ('SIGTERM', 'SIGINT')
-
-  def __init__(self):
-    self.requested = ''
-    self._old = {}
-    if threading.current_thread() is not threading.main_thread():
-      return
-    for name in self.SIGNALS:
-      sig = getattr(signal, name)
-      self._old[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested:  # a second signal: let it through
-      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-      signal.raise_signal(signum)
-      return
-    self.requested = signal.Signals(signum).name
-
-  def stop_if_requested(self, state, ckpt: checkpoint_lib.Checkpointer,
-                        step: int, num_steps: int) -> None:
-    """After a step: if a signal came, checkpoint ``state`` and raise
-    ``Preempted`` (unless the run just finished)."""
-    if step >= num_steps or not _any_process(bool(self.requested)):
-      return
-    ckpt.save(state)
-    ckpt.wait()
-    raise Preempted(step, self.requested or 'SIGTERM (to another process)',
-                    ckpt.directory)
-
-  def restore(self) -> None:
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-    self._old = {}
-
-
-def stop_on_nonfinite(metrics: dict[str, Any], state,
-                      ckpt: checkpoint_lib.Checkpointer, step: int,
-                      batch: str) -> None:
-  """Stops the run if the step's loss or gradients were not finite.
-
-  The step itself kept the last good state (``steps._apply``); it is
-  checkpointed, then ``FloatingPointError`` names the step and ``batch``
-  (which scenarios or records). Reads one scalar back per step.
-  """
-  if not float(jax.device_get(metrics['nonfinite'])):
-    return
-  ckpt.save(state)
-  ckpt.wait()
-  raise FloatingPointError(
-      f'non-finite loss or gradients at step {step} (loss '
-      f'{float(metrics["mean_loss"])}, gradient norm '
-      f'{float(metrics["grad_norm"])}) on {batch} (process '
-      f'{jax.process_index()}); the last good state (step '
-      f'{int(jax.device_get(state.step))}) is checkpointed in '
-      f'{ckpt.directory}. Inspect that data or lower the learning rate, '
-      'then rerun to resume.')
-
-
-def check_finite(values: dict[str, float], step: int) -> None:
-  bad = [k for k, v in values.items() if not math.isfinite(v)]
-  if bad:
-    raise FloatingPointError(f'non-finite training metrics {bad} at step '
-                             f'{step}: {values}')
 
 
 def _summarise(sums: dict[str, float]) -> dict[str, float]:
@@ -362,76 +224,55 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lock(workdir, 'pre-training'):
+  with runtime.workdir_lock(workdir, 'pre-training'):
     return _train_and_evaluate(config, workdir, callback)
 
 
-def workdir_lock(workdir: pathlib.Path, what: str):
-  """One run per workdir: a second run in it stops at once with a
-  ``fileio.LockedError`` naming the first (instead of both appending every
-  ``metrics.jsonl`` line and racing on the checkpoints). Held by process 0
-  (the workdir is shared between processes)."""
-  if jax.process_index() != 0:
-    return contextlib.nullcontext()
-  return fileio.DirLock(workdir, what=what)
-
-
-def _train_and_evaluate(config, workdir, callback):
-  """``train_and_evaluate`` with the workdir's lock held."""
-  mesh = parallel.make_mesh(config.num_devices)
-  check_config(config, mesh)
-
-  tx = steps.make_optimizer(config.optimizer)
-  sample = next(_local_batches(config.train_files, config, train=False))
-  # What a process whose held-out share ran out feeds while others evaluate.
-  no_tokens = _no_token_rows(sample, config.batch_size // jax.process_count())
-  sample = jax.tree.map(
-      lambda a: np.zeros((config.batch_size,) + a.shape[1:], a.dtype), sample)
+def _initial_state(config: TrainConfig, sample, tx, mesh,
+                   ckpt: checkpoint_lib.Checkpointer):
+  """(state, number of parameters, where it came from): the newest
+  checkpoint, else ``config.init_from``'s parameters, else a fresh init."""
   init = _init_fn(config, sample, tx)
-  root = jax.random.key(config.seed)
-  init_rng, loop_rng = jax.random.split(root)
-  repl = parallel.replicated(mesh)
-  state = jax.jit(init, out_shardings=repl)(init_rng)
+  init_rng = jax.random.split(jax.random.key(config.seed))[0]
+  state = jax.jit(init, out_shardings=parallel.replicated(mesh))(init_rng)
   num_params = motion_lm.count_params(state.params)
-
-  ckpt = checkpoint_lib.Checkpointer(
-      workdir / 'checkpoints', max_to_keep=config.keep_checkpoints)
-  writer = MetricsWriter(workdir)
   restored = ckpt.restore(state)
   if restored is not None:
-    state = restored
-    origin = f'resumed from step {int(state.step)}'
-  elif config.init_from:
+    return restored, num_params, f'resumed from step {int(restored.step)}'
+  if config.init_from:
     params = checkpoint_lib.load_params(config.init_from, state.params)
     state = TrainState.create(parallel.replicate(params, mesh), tx)
-    origin = f'initialised from {config.init_from}'
-  else:
-    origin = 'from scratch'
-  start = int(jax.device_get(state.step))
-  if jax.process_index() == 0:
-    print(f'pre-training {num_params:,} parameters on {mesh.devices.size} '
-          f'device(s), {origin}', flush=True)
+    return state, num_params, f'initialised from {config.init_from}'
+  return state, num_params, 'from scratch'
 
-  train_fn = parallel.jit_step(
-      functools.partial(steps.train_step, model_config=config.model,
-                        optimizer_config=config.optimizer), mesh)
-  data = parallel.data_sharding(mesh)
-  eval_fn = jax.jit(
-      functools.partial(steps.eval_step, model_config=config.model),
-      in_shardings=(repl, data, repl), out_shardings=repl)
+
+def _unigram(config: TrainConfig, mesh) -> jax.Array:
+  """The unigram baseline: per-type token log-frequencies of training
+  batches."""
   count_fn = jax.jit(
       functools.partial(steps.token_counts, model_config=config.model),
-      in_shardings=(data,), out_shardings=repl)
-
-  # The unigram baseline: per-type token frequencies of training batches.
+      in_shardings=(parallel.data_sharding(mesh),),
+      out_shardings=parallel.replicated(mesh))
   counts = jnp.zeros((len(datatypes.ObjectTypeIds), config.model.vocab_size))
   for local in itertools.islice(
       _local_batches(config.train_files, config, train=True),
       config.unigram_batches):
     counts = counts + count_fn(parallel.shard_batch(local, mesh))
-  unigram = losses.unigram_log_probs(counts)
+  return losses.unigram_log_probs(counts)
 
-  def evaluate(step: int) -> dict[str, dict[str, float]]:
+
+def _evaluator(config: TrainConfig, mesh, no_tokens,
+               writer: runtime.MetricsWriter):
+  """(state, step) -> {set name: token loss / accuracy next to the
+  unigram baseline} over ``config.eval_sets``."""
+  repl = parallel.replicated(mesh)
+  eval_fn = jax.jit(
+      functools.partial(steps.eval_step, model_config=config.model),
+      in_shardings=(repl, parallel.data_sharding(mesh), repl),
+      out_shardings=repl)
+  unigram = _unigram(config, mesh)
+
+  def evaluate(state, step: int) -> dict[str, dict[str, float]]:
     results = {}
     for name, patterns in config.eval_sets:
       total = None
@@ -439,8 +280,7 @@ def _train_and_evaluate(config, workdir, callback):
       batches = _local_batches(patterns, config, train=False, stats=read)
       if config.eval_batches:
         batches = itertools.islice(batches, config.eval_batches)
-      batches = _in_lockstep(batches, no_tokens)
-      for local in batches:
+      for local in _in_lockstep(batches, no_tokens):
         sums = eval_fn(state.params, parallel.shard_batch(local, mesh),
                        unigram)
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
@@ -453,66 +293,86 @@ def _train_and_evaluate(config, workdir, callback):
       writer.write(step, f'eval/{name}', values)
       results[name] = values
     return results
+  return evaluate
 
+
+def _train_log(batch_size: int):
+  """The training log of a window: token loss and accuracy, norms, rates."""
+  def log(host: dict[str, float], n: int, elapsed: float):
+    values = _summarise(host)
+    values.update(
+        grad_norm=host['grad_norm'] / n, param_norm=host['param_norm'] / n,
+        learning_rate=host['learning_rate'] / n,
+        steps_per_second=n / elapsed,
+        examples_per_second=n * batch_size / elapsed,
+        tokens_per_second=host['count'] / elapsed)
+    return values
+  return log
+
+
+def _skip_reporter(data_stats: womd.ReadStats, writer: runtime.MetricsWriter):
+  """After each log: prints and logs the bad records skipped since."""
+  reported = [0]
+
+  def report(done: int) -> None:
+    if data_stats.num_skipped > reported[0]:
+      for err in data_stats.errors[reported[0]:]:
+        print(f'skipped a bad record: {err}', flush=True)
+      reported[0] = data_stats.num_skipped
+      writer.write(done, 'data', {'skipped_records': float(reported[0])})
+  return report
+
+
+def _train_and_evaluate(config, workdir, callback):
+  """``train_and_evaluate`` with the workdir's lock held."""
+  mesh = parallel.make_mesh(config.num_devices)
+  check_config(config, mesh)
+  tx = steps.make_optimizer(config.optimizer)
+  sample = next(_local_batches(config.train_files, config, train=False))
+  # What a process whose held-out share ran out feeds while others evaluate.
+  no_tokens = _no_token_rows(sample, config.batch_size // jax.process_count())
+  sample = jax.tree.map(
+      lambda a: np.zeros((config.batch_size,) + a.shape[1:], a.dtype), sample)
+  loop_rng = jax.random.split(jax.random.key(config.seed))[1]
+  ckpt = checkpoint_lib.Checkpointer(
+      workdir / 'checkpoints', max_to_keep=config.keep_checkpoints)
+  writer = runtime.MetricsWriter(workdir)
+  state, num_params, origin = _initial_state(config, sample, tx, mesh, ckpt)
+  start = int(jax.device_get(state.step))
+  if jax.process_index() == 0:
+    print(f'pre-training {num_params:,} parameters on {mesh.devices.size} '
+          f'device(s), {origin}', flush=True)
+  train_fn = parallel.jit_step(
+      functools.partial(steps.train_step, model_config=config.model,
+                        optimizer_config=config.optimizer), mesh)
+  evaluate = _evaluator(config, mesh, no_tokens, writer)
   data_stats = womd.ReadStats()
   batches = pipeline.prefetch(
       _local_batches(config.train_files, config, train=True,
                      skip_batches=start, with_ids=True, stats=data_stats),
       size=2)
-  num_skipped = 0
-  last_train: dict[str, float] = {}
-  results: dict[str, dict[str, float]] = {}
-  window = None
-  t0, n0 = time.perf_counter(), start
-  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc='pretrain',
-                  disable=not config.progress or jax.process_index() != 0)
-  preemption = PreemptionGuard()
+
+  def one_step(state, step: int):
+    local, ids = next(batches)
+    rng = jax.random.fold_in(loop_rng, step)
+    state, metrics = train_fn(state, parallel.shard_batch(local, mesh), rng)
+    return state, metrics, f'the batch of scenarios {ids}'
+
   try:
-    for step in range(start, config.num_steps):
-      local, ids = next(batches)
-      rng = jax.random.fold_in(loop_rng, step)
-      state, metrics = train_fn(state, parallel.shard_batch(local, mesh), rng)
-      done = step + 1
-      stop_on_nonfinite(metrics, state, ckpt, done,
-                        f'the batch of scenarios {ids}')
-      window = metrics if window is None else jax.tree.map(
-          jnp.add, window, metrics)
-      if done % config.log_every == 0 or done == config.num_steps:
-        host = {k: float(v) for k, v in jax.device_get(window).items()}
-        n = done - n0
-        elapsed = time.perf_counter() - t0
-        last_train = _summarise(host)
-        last_train.update(
-            grad_norm=host['grad_norm'] / n, param_norm=host['param_norm'] / n,
-            learning_rate=host['learning_rate'] / n,
-            steps_per_second=n / elapsed,
-            examples_per_second=n * config.batch_size / elapsed,
-            tokens_per_second=host['count'] / elapsed)
-        check_finite(last_train, done)
-        writer.write(done, 'train', last_train)
-        if data_stats.num_skipped > num_skipped:
-          for err in data_stats.errors[num_skipped:]:
-            print(f'skipped a bad record: {err}', flush=True)
-          num_skipped = data_stats.num_skipped
-          writer.write(done, 'data', {'skipped_records': float(num_skipped)})
-        bar.set_postfix(loss=f'{last_train.get("loss", 0):.3f}')
-        window, t0, n0 = None, time.perf_counter(), done
-      bar.update(1)
-      if done % config.eval_every == 0 or done == config.num_steps:
-        results = evaluate(done)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
-        ckpt.save(state)
-      if callback is not None:
-        callback(done, metrics)
-      preemption.stop_if_requested(state, ckpt, done, config.num_steps)
+    state, last_train, results = runner.run(
+        state, start, runner.Schedule(
+            num_steps=config.num_steps, log_every=config.log_every,
+            eval_every=config.eval_every,
+            checkpoint_every=config.checkpoint_every),
+        runner.Hooks(step=one_step, log=_train_log(config.batch_size),
+                     evaluate=evaluate,
+                     after_log=_skip_reporter(data_stats, writer)),
+        checkpointer=ckpt, writer=writer, name='pretrain',
+        progress=config.progress, callback=callback)
   finally:
-    preemption.restore()
     batches.close()  # ends the reading thread
-    bar.close()
     ckpt.close()
     writer.close()
-  if start >= config.num_steps:
-    results = evaluate(start)
   return {'step': int(jax.device_get(state.step)), 'num_params': num_params,
           'eval': results, 'train': last_train, 'params': state.params,
           'data': data_stats.summary()}

@@ -10,8 +10,10 @@ import pytest
 
 from prefalign.data import womd
 from prefalign.model import motion_lm
+from prefalign.preference import collection
 from prefalign.preference import dataset
 from prefalign.preference import ranking
+from prefalign.preference import records
 from prefalign.train import align
 from prefalign.train import checkpoint
 from prefalign.train import state as state_lib
@@ -40,8 +42,9 @@ def setup(tmp_path_factory):
   kw = dict(ranking_config=ranking.RankingConfig(num_pairs=1), num_rollouts=R,
             scenarios_per_shard=6, seed=2, progress=False)
   for name, keep in (('all', True), ('paired', False)):
-    dataset.collect(params, TINY_MODEL, womd.read_examples([path], READER),
-                    root / name, keep_all_rollouts=keep, **kw)
+    collection.collect(params, TINY_MODEL,
+                       womd.read_examples([path], READER), root / name,
+                       keep_all_rollouts=keep, **kw)
   return root, params
 
 
@@ -60,8 +63,8 @@ def _config(root, **kw):
 
 def test_kept_rollouts_hold_the_same_pairs(setup):
   root, _ = setup
-  full = list(dataset.read_records(root / 'all'))
-  paired = list(dataset.read_records(root / 'paired'))
+  full = list(records.read_records(root / 'all'))
+  paired = list(records.read_records(root / 'paired'))
   assert len(full) == len(paired) == 12
   for f, p in zip(full, paired):
     np.testing.assert_array_equal(f.sequence_rollout, np.arange(-1, R))
@@ -77,7 +80,7 @@ def test_kept_rollouts_hold_the_same_pairs(setup):
 
 def test_relabel_pairs_by_each_strategy(setup):
   root, _ = setup
-  rec = next(dataset.read_records(root / 'all'))
+  rec = next(records.read_records(root / 'all'))
   ot = dataset.relabel(rec, 'ot', num_pairs=2)
   order = np.argsort(rec.ot_distances, kind='stable')
   np.testing.assert_array_equal(ot.preferred_rollouts, order[:2])
@@ -91,7 +94,7 @@ def test_relabel_pairs_by_each_strategy(setup):
   assert ade.unpreferred_rollouts[0] == np.argmax(rec.ade)
   np.testing.assert_array_equal(ade.distances, rec.ade)
   adv = dataset.relabel(rec, 'adversarial', num_pairs=3, seed=4)
-  assert np.all(adv.preferred_rollouts == dataset.LOG)
+  assert np.all(adv.preferred_rollouts == records.LOG)
   assert len(set(adv.unpreferred_rollouts.tolist())) == 3
   a = dataset.relabel(rec, 'random', num_pairs=2, seed=4)
   b = dataset.relabel(rec, 'random', num_pairs=2, seed=4)
@@ -101,7 +104,7 @@ def test_relabel_pairs_by_each_strategy(setup):
   assert every.pairs.shape == (4, 2)
   with pytest.raises(ValueError, match='cannot give 3 preferred'):
     dataset.relabel(rec, 'ot', num_pairs=3)
-  paired = next(dataset.read_records(root / 'paired'))
+  paired = next(records.read_records(root / 'paired'))
   with pytest.raises(ValueError, match='keep_all_rollouts'):
     dataset.relabel(paired, 'ade', num_pairs=1)
 
@@ -110,7 +113,7 @@ def test_heldout_split_is_by_scenario_and_stable(setup):
   root, _ = setup
   config = _config(root)
   train, heldout = align.split_records(config)
-  ids = [r.scenario_id for r in dataset.read_records(root / 'all')]
+  ids = [r.scenario_id for r in records.read_records(root / 'all')]
   assert sorted(r.scenario_id for r in train + heldout) == sorted(ids)
   assert heldout and not {r.scenario_id for r in train} & {
       r.scenario_id for r in heldout}
@@ -120,7 +123,7 @@ def test_heldout_split_is_by_scenario_and_stable(setup):
       dataclasses.replace(config, pairs_from='adversarial'))
   for a, b in zip(heldout, adv_heldout):
     np.testing.assert_array_equal(a.pairs, b.pairs)
-  assert all(np.all(r.preferred_rollouts == dataset.LOG) for r in adv_train)
+  assert all(np.all(r.preferred_rollouts == records.LOG) for r in adv_train)
   few, _ = align.split_records(dataclasses.replace(config, max_scenarios=3))
   assert [r.scenario_id for r in few] == [r.scenario_id for r in train[:3]]
   with pytest.raises(ValueError, match='max_scenarios=99'):
@@ -129,7 +132,7 @@ def test_heldout_split_is_by_scenario_and_stable(setup):
 
 def test_policy_kl_is_zero_against_itself(setup):
   root, params = setup
-  rec = next(dataset.read_records(root / 'all'))
+  rec = next(records.read_records(root / 'all'))
   (_, state), = dataset.record_states([rec], READER)
   batch = jax.tree.map(lambda a: np.asarray(a)[None], state)
   kl = jax.jit(functools.partial(steps.policy_kl, model_config=TINY_MODEL,

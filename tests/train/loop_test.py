@@ -116,13 +116,14 @@ def test_nonfinite_step_stops_with_ids_and_keeps_the_last_good_state(
 _CHILD = '''
 import sys
 from prefalign.train import loop
+from prefalign.train import runtime
 from tests.train.conftest import tiny_config
 files = {{'train': {train!r}, 'eval': {eval!r}}}
 config = tiny_config(files, num_steps={steps}, checkpoint_every=2,
                      eval_every={steps})
 try:
   loop.train_and_evaluate(config, {workdir!r})
-except loop.Preempted as e:
+except runtime.Preempted as e:
   print(e, flush=True)
   sys.exit(143)
 '''

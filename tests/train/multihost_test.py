@@ -31,6 +31,7 @@ jax.distributed.initialize(coordinator_address='localhost:{port}',
                            num_processes=2, process_id={pid})
 import numpy as np
 from prefalign.train import loop
+from prefalign.train import runtime
 from tests.train.conftest import tiny_config
 files = {{'train': {train!r}, 'eval': {eval!r}}}
 config = tiny_config(files, **{kwargs!r})
@@ -39,7 +40,7 @@ try:
   out = loop.train_and_evaluate(
       config, {workdir!r},
       callback=lambda step, m: losses.append(float(m['mean_loss'])))
-except loop.Preempted as e:
+except runtime.Preempted as e:
   print('PREEMPTED', e.step, flush=True)
   sys.exit(143)
 leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(out['params']))]
