@@ -17,6 +17,7 @@ from prefalign.metrics.wosac import CHALLENGE_2025
 from prefalign.metrics.wosac import LIKELIHOOD_NAMES
 from prefalign.metrics.wosac import FeatureConfig
 from prefalign.metrics.wosac import MetricConfig
+from prefalign.metrics.wosac import ScenarioFeatures
 from prefalign.metrics.wosac import aggregate
 from prefalign.metrics.wosac import batched_metrics
 from prefalign.metrics.wosac import constant_velocity_rollouts
@@ -42,5 +43,6 @@ __all__ = [
     'MetricConfig',
     'metrics_from_features',
     'scenario_features',
+    'ScenarioFeatures',
     'scenario_metrics',
 ]

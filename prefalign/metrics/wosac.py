@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     'LIKELIHOOD_NAMES',
     'BUCKETS',
     'scenario_features',
+    'ScenarioFeatures',
     'scenario_metrics',
     'batched_metrics',
     'aggregate',
@@ -345,10 +347,49 @@ def constant_velocity_rollouts(state: datatypes.SimulatorState,
       lambda a: jnp.broadcast_to(a, (num_rollouts,) + a.shape), fut)
 
 
+@struct.dataclass
+class ScenarioFeatures:
+  """Every WOSAC feature of a scenario's evaluated objects, log and
+  rollouts: per-step arrays have a leading axis of R + 1 (index 0: the log)
+  over the 80 future steps, E evaluated-object slots.
+
+  Attributes:
+    linear_speed, linear_acceleration, angular_speed, angular_acceleration:
+      float32 (R + 1, E, 80).
+    distance_to_nearest_object: float32 (R + 1, E, 80), < 0 overlapping.
+    collision: bool (R + 1, E, 80).
+    time_to_collision: float32 (R + 1, E, 80).
+    distance_to_road_edge: float32 (R + 1, E, 80), > 0 off road.
+    offroad: bool (R + 1, E, 80).
+    traffic_light_violation: bool (R + 1, E, 80).
+    ade: float32 (R + 1, E) average displacement from the log.
+    eval_index: int32 (E,) rows of the evaluated objects.
+    eval_mask: bool (E,) False for padding slots.
+    object_type: int32 (E,).
+    valid: bool (E, 80) log validity of the evaluated objects' future.
+  """
+  linear_speed: jax.Array
+  linear_acceleration: jax.Array
+  angular_speed: jax.Array
+  angular_acceleration: jax.Array
+  distance_to_nearest_object: jax.Array
+  collision: jax.Array
+  time_to_collision: jax.Array
+  distance_to_road_edge: jax.Array
+  offroad: jax.Array
+  traffic_light_violation: jax.Array
+  ade: jax.Array
+  eval_index: jax.Array
+  eval_mask: jax.Array
+  object_type: jax.Array
+  valid: jax.Array
+
+
 def scenario_features(state: datatypes.SimulatorState,
                       rollouts: datatypes.Trajectory, *,
                       max_evaluated: int = 16,
-                      road_edge_kwargs: dict | None = None) -> dict:
+                      road_edge_kwargs: dict | None = None
+                      ) -> ScenarioFeatures:
   """Every WOSAC feature of the evaluated objects, log and rollouts.
 
   Args:
@@ -358,13 +399,7 @@ def scenario_features(state: datatypes.SimulatorState,
     road_edge_kwargs: passed to the road-edge distance.
 
   Returns:
-    A dict of arrays with a leading axis of R + 1 (index 0: the log) over the
-    80 future steps: 'linear_speed', 'linear_acceleration', 'angular_speed',
-    'angular_acceleration', 'distance_to_nearest_object', 'collision',
-    'time_to_collision', 'distance_to_road_edge', 'offroad',
-    'traffic_light_violation' (each (R + 1, E, 80)), 'ade' (R + 1, E), plus
-    'eval_index', 'eval_mask' (E,), 'object_type' (E,), 'valid' (E, 80): the
-    log validity of the evaluated objects' future.
+    ``ScenarioFeatures`` (leading axis R + 1, index 0 the log).
   """
   _check_slots(state, max_evaluated)
   eval_index, eval_mask = evaluated_index(state, max_evaluated)
@@ -392,16 +427,15 @@ def scenario_features(state: datatypes.SimulatorState,
   valid_steps = jnp.sum(log_ev.valid, -1)
   ade = jnp.sum(jnp.where(log_ev.valid, err, 0.0), -1) / jnp.maximum(
       valid_steps, 1)
-  return {
-      'linear_speed': fut(speed), 'linear_acceleration': fut(accel),
-      'angular_speed': fut(ang_speed), 'angular_acceleration': fut(ang_accel),
-      'distance_to_nearest_object': dist, 'collision': dist < 0.0,
-      'time_to_collision': ttc, 'distance_to_road_edge': edge,
-      'offroad': edge > 0.0, 'traffic_light_violation': red, 'ade': ade,
-      'eval_index': eval_index, 'eval_mask': eval_mask,
-      'object_type': state.object_metadata.object_types[eval_index],
-      'valid': fut(log_ev.valid) & eval_mask[:, None],
-  }
+  return ScenarioFeatures(
+      linear_speed=fut(speed), linear_acceleration=fut(accel),
+      angular_speed=fut(ang_speed), angular_acceleration=fut(ang_accel),
+      distance_to_nearest_object=dist, collision=dist < 0.0,
+      time_to_collision=ttc, distance_to_road_edge=edge,
+      offroad=edge > 0.0, traffic_light_violation=red, ade=ade,
+      eval_index=eval_index, eval_mask=eval_mask,
+      object_type=state.object_metadata.object_types[eval_index],
+      valid=fut(log_ev.valid) & eval_mask[:, None])
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +470,7 @@ def scenario_metrics(state: datatypes.SimulatorState,
   return metrics_from_features(f, config)
 
 
-def metrics_from_features(f: dict[str, jax.Array],
+def metrics_from_features(f: ScenarioFeatures,
                           config: MetricConfig = CHALLENGE_2025
                           ) -> dict[str, jax.Array]:
   """``scenario_metrics`` from ``scenario_features`` already computed.
@@ -444,38 +478,38 @@ def metrics_from_features(f: dict[str, jax.Array],
   The features do not depend on the challenge config, so scoring one set of
   rollouts under several configs computes them once.
   """
-  valid = f['valid']  # (E, 80), log validity of the future
-  eval_mask = f['eval_mask']
-  is_vehicle = f['object_type'] == datatypes.ObjectTypeIds.VEHICLE
+  valid = f.valid  # (E, 80), log validity of the future
+  eval_mask = f.eval_mask
+  is_vehicle = f.object_type == datatypes.ObjectTypeIds.VEHICLE
   speed_valid = F.central_valid(valid)
   accel_valid = F.central_valid(speed_valid)
   out = {}
 
-  def hist(name, key, mask):
-    ll = histogram_log_likelihood(f[key][0], f[key][1:],
+  def hist(name, values, mask):
+    ll = histogram_log_likelihood(values[0], values[1:],
                                   getattr(config, name))
     out[f'{name}_likelihood'] = jnp.exp(_masked_mean(ll, mask))
 
-  hist('linear_speed', 'linear_speed', speed_valid)
-  hist('angular_speed', 'angular_speed', speed_valid)
-  hist('linear_acceleration', 'linear_acceleration', accel_valid)
-  hist('angular_acceleration', 'angular_acceleration', accel_valid)
-  hist('distance_to_nearest_object', 'distance_to_nearest_object', valid)
+  hist('linear_speed', f.linear_speed, speed_valid)
+  hist('angular_speed', f.angular_speed, speed_valid)
+  hist('linear_acceleration', f.linear_acceleration, accel_valid)
+  hist('angular_acceleration', f.angular_acceleration, accel_valid)
+  hist('distance_to_nearest_object', f.distance_to_nearest_object, valid)
   ttc_mask = valid & (is_vehicle[:, None] if config.ttc_vehicles_only else
                       True)
-  hist('time_to_collision', 'time_to_collision', ttc_mask)
-  hist('distance_to_road_edge', 'distance_to_road_edge', valid)
+  hist('time_to_collision', f.time_to_collision, ttc_mask)
+  hist('distance_to_road_edge', f.distance_to_road_edge, valid)
 
-  def indication(key, mask):
-    return jnp.any(f[key] & mask, axis=-1)  # (R + 1, E)
+  def indication(values, mask):
+    return jnp.any(values & mask, axis=-1)  # (R + 1, E)
 
   def bern(name, ind):
     ll = bernoulli_log_likelihood(ind[0], ind[1:], getattr(config, name))
     out[f'{name}_likelihood'] = jnp.exp(_masked_mean(ll, eval_mask))
 
-  collided = indication('collision', valid)
-  offroad = indication('offroad', valid)
-  red = indication('traffic_light_violation', valid & is_vehicle[:, None])
+  collided = indication(f.collision, valid)
+  offroad = indication(f.offroad, valid)
+  red = indication(f.traffic_light_violation, valid & is_vehicle[:, None])
   bern('collision_indication', collided)
   bern('offroad_indication', offroad)
   bern('traffic_light_violation', red)
@@ -487,8 +521,8 @@ def metrics_from_features(f: dict[str, jax.Array],
   out['simulated_collision_rate'] = per_rollout(collided)
   out['simulated_offroad_rate'] = per_rollout(offroad)
   out['simulated_traffic_light_violation_rate'] = per_rollout(
-      indication('traffic_light_violation', valid))
-  ade = f['ade'][1:]  # (R, E)
+      indication(f.traffic_light_violation, valid))
+  ade = f.ade[1:]  # (R, E)
   mean_over_objects = jnp.sum(jnp.where(eval_mask, ade, 0.0), -1) / jnp.maximum(
       num_eval, 1)
   out['average_displacement_error'] = jnp.mean(mean_over_objects)
