@@ -180,8 +180,8 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert 'sumo_heldout: realism model' in out
-  from prefalign.data import submission
-  exported = list(submission.read_rollouts(
+  from prefalign.data import submission_files
+  exported = list(submission_files.read_rollouts(
       str(tmp_path / 'evaluate' / 'sumo_heldout_submission.binproto')))
   assert len(exported) == 1
   report = json.loads((tmp_path / 'evaluate' / 'report.json').read_text())
@@ -214,6 +214,15 @@ def test_evaluate_simulator_is_checked_before_any_work(tmp_path):
     with pytest.raises(
         ValueError, match='config.evaluate.simulator=waymax: .*waymo-waymax'):
       stages.run(config, str(tmp_path))
+  assert not (tmp_path / 'data').exists()
+
+
+def test_evaluate_sampling_is_checked_before_any_work(tmp_path):
+  from experiments.configs import evaluate
+  config = evaluate.get_config('runlocal')
+  config.evaluate.top_p = 0.0
+  with pytest.raises(ValueError, match='config.evaluate: top_p must be'):
+    stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
 
 

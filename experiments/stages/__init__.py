@@ -88,10 +88,12 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     compare_stage.parse_methods(config.compare.methods)
     compare_stage.comparison_sets(config, pathlib.Path(workdir))
   if 'evaluate' in config.stages and 'evaluate' in config:
+    common.sampling_config(config.evaluate, 'config.evaluate')
     common.simulator(config.evaluate.get('simulator', 'prefalign'), 1,
                      common.model_config(config), 'config.evaluate.simulator')
   if 'collect' in config.stages:
     collect_stage.ranking_config(config)
+    common.sampling_config(config.collect, 'config.collect')
     if config.collect.glob:
       common.check_files(config.collect.glob, 'config.collect.glob')
 

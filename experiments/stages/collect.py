@@ -47,7 +47,7 @@ def collect_files(config, workdir: pathlib.Path) -> list[str]:
 
 def run(config, workdir: pathlib.Path) -> str:
   """Preference data: rank the reference model's rollouts, write shards."""
-  from prefalign.preference import dataset
+  from prefalign.preference import collection
   c = config.collect
   out = workdir / c.output
   if (out / 'summary.json').exists():
@@ -60,10 +60,10 @@ def run(config, workdir: pathlib.Path) -> str:
   first = next(womd.read_examples(files, reader))
   mc, params, ckpt = common.load_model(config, workdir, first.state,
                                        c.checkpoint)
-  summary = dataset.collect(
+  summary = collection.collect(
       params, mc, womd.read_examples(files, reader), out,
       ranking_config=ranking_config(config), num_rollouts=c.num_rollouts,
-      temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+      sampling=common.sampling_config(c, 'config.collect'),
       scenarios_per_shard=c.scenarios_per_shard, seed=config.seed,
       max_scenarios=c.max_scenarios,
       keep_all_rollouts=c.get('keep_all_rollouts', False),

@@ -11,11 +11,22 @@ import numpy as np
 
 from prefalign import fileio
 from prefalign import model as model_lib
+from prefalign import rollout
 from prefalign.data import sumo
 from prefalign.data import womd
 
 # The embedded default's sources (config.data.source).
 SOURCES = ('sumo', 'synthetic')
+
+
+def sampling_config(section, key: str) -> rollout.SamplingConfig:
+  """The SamplingConfig of a section's temperature / top_k / top_p (errors
+  name the section)."""
+  try:
+    return rollout.SamplingConfig(temperature=section.temperature,
+                                  top_k=section.top_k, top_p=section.top_p)
+  except ValueError as e:
+    raise ValueError(f'{key}: {e}') from None
 
 
 def check_files(patterns: str, key: str) -> None:

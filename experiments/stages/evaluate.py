@@ -15,7 +15,9 @@ def run(config, workdir: pathlib.Path) -> str:
   """WOSAC realism of a checkpoint, log replay and constant velocity."""
   from prefalign import evaluation
   from prefalign.data import submission
+  from prefalign.data import submission_files
   e = config.evaluate
+  sampling = common.sampling_config(e, 'config.evaluate')
   out = workdir / 'evaluate'
   report_path = out / 'report.json'
   if report_path.exists():
@@ -46,7 +48,7 @@ def run(config, workdir: pathlib.Path) -> str:
 
     res = evaluation.evaluate_files(
         params, mc, patterns, reader=reader, num_rollouts=e.num_rollouts,
-        temperature=e.temperature, top_k=e.top_k, top_p=e.top_p,
+        sampling=sampling,
         challenges=tuple(e.challenges.split(',')),
         max_scenarios=e.max_scenarios, seed=config.seed,
         keep=e.num_animations, on_rollouts=export if e.submission else None,
@@ -59,7 +61,7 @@ def run(config, workdir: pathlib.Path) -> str:
                           title=f'{sid} (rollout 0)')
     if e.submission:
       path = out / f'{name}_submission.binproto'
-      submission.write_submission(
+      submission_files.write_submission(
           path, protos, account_name=e.submission_account,
           unique_method_name=e.submission_method,
           authors=e.submission_authors.split(','),
