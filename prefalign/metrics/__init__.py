@@ -10,6 +10,7 @@ preference ranking shares. Pure functions: jit them with the config static
 """
 
 from prefalign.metrics import features
+from prefalign.metrics import road_edge
 from prefalign.metrics import wosac
 from prefalign.metrics.wosac import BUCKETS
 from prefalign.metrics.wosac import CHALLENGE_2024
@@ -29,6 +30,7 @@ from prefalign.metrics.wosac import scenario_metrics
 
 __all__ = [
     'features',
+    'road_edge',
     'wosac',
     'aggregate',
     'batched_metrics',
