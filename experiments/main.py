@@ -27,12 +27,12 @@ def main(argv):
     # progress bars and stage lines unless asked (--verbosity=0).
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  if config.get('distributed', False):
+  if config.distributed:
     import jax
     # Multi-host: coordinator address, process count and id come from the
     # cluster environment (SLURM, Open MPI, TPU pods) unless given.
     explicit = {}
-    if config.get('coordinator_address', ''):
+    if config.coordinator_address:
       explicit = dict(coordinator_address=config.coordinator_address,
                       num_processes=config.num_processes,
                       process_id=config.process_id)

@@ -41,12 +41,20 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random choice of the job
   config.stages = ('data', 'inspect', 'replay')  # which stages, in order
+  config.distributed = False  # jax.distributed.initialize() (multi-host)
+  # Explicit multi-process launch (else found from SLURM / Open MPI / TPU pod
+  # environments): host:port of process 0, number of processes, this one's id.
+  config.coordinator_address = ''
+  config.num_processes = 0
+  config.process_id = -1
 
   config.data = ml_collections.ConfigDict()
   # Embedded default: SUMO traffic on a real road network, written as WOMD
   # scenarios ('sumo'); 'synthetic' is a procedural straight road.
   config.data.source = 'sumo'
   config.data.num_scenarios = 64  # scenarios to generate
+  # Generated held-out scenarios (another seed; 0: none).
+  config.data.num_heldout_scenarios = 0
   # prefalign-data sumo --list names the networks.
   config.data.sumo_network = 'research_intersection'
   config.data.sumo_radius = 60.0  # objects within this of the ego (m)

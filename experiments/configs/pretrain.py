@@ -32,12 +32,6 @@ def get_config(arg=None):
   """The pre-training config; ``arg='runlocal'`` shrinks it to a CPU run."""
   config = base.get_config()
   config.stages = ('data', 'pretrain')
-  config.distributed = False  # jax.distributed.initialize() (multi-host)
-  # Explicit multi-process launch (else found from SLURM / Open MPI / TPU pod
-  # environments): host:port of process 0, number of processes, this one's id.
-  config.coordinator_address = ''
-  config.num_processes = 0
-  config.process_id = -1
   config.data.num_scenarios = 2000  # SUMO training scenarios
   config.data.num_heldout_scenarios = 200  # SUMO held out (another seed)
 

@@ -51,7 +51,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
       config.data.sumo_network not in sumo.NETWORKS):
     raise ValueError(f'config.data.sumo_network={config.data.sumo_network!r}'
                      f' is not one of {sorted(sumo.NETWORKS)}')
-  if config.data.get('womd_heldout_glob', ''):
+  if config.data.womd_heldout_glob:
     if not config.data.womd_glob:
       raise ValueError('config.data.womd_heldout_glob needs '
                        'config.data.womd_glob (the training files)')
@@ -89,7 +89,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     compare_stage.comparison_sets(config, pathlib.Path(workdir))
   if 'evaluate' in config.stages and 'evaluate' in config:
     common.sampling_config(config.evaluate, 'config.evaluate')
-    common.simulator(config.evaluate.get('simulator', 'prefalign'), 1,
+    common.simulator(config.evaluate.simulator, 1,
                      common.model_config(config), 'config.evaluate.simulator')
   if 'collect' in config.stages:
     collect_stage.ranking_config(config)

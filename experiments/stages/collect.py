@@ -66,7 +66,7 @@ def run(config, workdir: pathlib.Path) -> str:
       sampling=common.sampling_config(c, 'config.collect'),
       scenarios_per_shard=c.scenarios_per_shard, seed=config.seed,
       max_scenarios=c.max_scenarios,
-      keep_all_rollouts=c.get('keep_all_rollouts', False),
+      keep_all_rollouts=c.keep_all_rollouts,
       meta={'checkpoint': os.path.abspath(ckpt), 'files': files})
   gap = summary['gap']
   return (f'{summary["num_scenarios"]} scenarios, {summary["num_pairs"]} '

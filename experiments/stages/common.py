@@ -68,14 +68,14 @@ def sumo_config(config, heldout: bool = False) -> sumo.SumoConfig:
 
 
 def num_heldout(config) -> int:
-  return config.data.get('num_heldout_scenarios', 0)
+  return config.data.num_heldout_scenarios
 
 
 def heldout_files(config, workdir: pathlib.Path) -> list[str]:
   """The held-out scenarios: generated SUMO ones, or
   ``config.data.womd_heldout_glob`` with WOMD (none for synthetic)."""
   if config.data.womd_glob:
-    glob = config.data.get('womd_heldout_glob', '')
+    glob = config.data.womd_heldout_glob
     return womd.expand_paths(glob.split(',')) if glob else []
   if config.data.source != 'sumo' or not num_heldout(config):
     return []

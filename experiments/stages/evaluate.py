@@ -34,7 +34,7 @@ def run(config, workdir: pathlib.Path) -> str:
   first = next(womd.read_examples(sets[0][1], reader))
   mc, params, ckpt = common.load_model(config, workdir, first.state,
                                        config.evaluate.checkpoint)
-  env = common.simulator(e.get('simulator', 'prefalign'),
+  env = common.simulator(e.simulator,
                          first.state.num_objects, mc,
                          'config.evaluate.simulator')
   results, exported = {}, {}
@@ -72,7 +72,7 @@ def run(config, workdir: pathlib.Path) -> str:
           acknowledge_complies_with_closed_loop_requirement=True)
       exported[name] = str(path)
   report = {'checkpoint': ckpt, 'num_rollouts': e.num_rollouts,
-            'simulator': e.get('simulator', 'prefalign'),
+            'simulator': e.simulator,
             'sampling': {'temperature': e.temperature, 'top_k': e.top_k,
                          'top_p': e.top_p},
             'submissions': exported,
