@@ -53,14 +53,25 @@ def test_bad_config_values_stop_before_work(tmp_path):
      'womd_heldout_glob needs config.data.womd_glob'),
     ({'data.womd_glob': '/nowhere/train-*'}, 'config.data.womd_glob: no file'),
     ({'report.num_rollouts': 2}, 'config.report.num_rollouts'),
-    ({'compare.methods': 'dpa:ot'}, 'config.compare.methods'),
+    ({'compare.main': 'dpo'}, "config.compare.main: 'dpo' is not one of"),
+    ({'compare.baselines': ('afd', 'ppo')},
+     "config.compare.baselines: 'ppo' is not one of"),
+    ({'compare.baselines': ('dpa_omf',)},
+     'config.compare.baselines: .* names a method twice'),
+    ({'compare.methods.sft_bestoa.objective.loss': 'ppo'},
+     'config.compare.methods.sft_bestoa.objective: .*loss'),
+    ({'compare.methods.sft_bestoa.pairs_from': 'best'},
+     "config.compare.methods.sft_bestoa.pairs_from='best'"),
 ])
 def test_demo_bad_values_stop_before_any_work(tmp_path, overrides, match):
   from experiments.configs import demo
   config = demo.get_config('runlocal')
   for key, value in overrides.items():
-    section, name = key.split('.')
-    config[section][name] = value
+    *path, name = key.split('.')
+    section = config
+    for part in path:
+      section = section[part]
+    section[name] = value
   with pytest.raises(ValueError, match=match):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
@@ -125,6 +136,17 @@ def test_pretrain_bad_values_stop_before_any_work(tmp_path):
   config = pretrain.get_config('runlocal')
   config.model.width = 31
   with pytest.raises(ValueError, match='config.model: .*width=31'):
+    stages.run(config, str(tmp_path))
+  config = pretrain.get_config('runlocal')
+  config.model.tokenizer.num_lon_bins = 12
+  with pytest.raises(ValueError,
+                     match='config.model.tokenizer: .*num_lon_bins must'):
+    stages.run(config, str(tmp_path))
+  config = pretrain.get_config('runlocal')
+  with config.unlocked():
+    config.pretrain.optimizer.learning_rat = 0.1
+  with pytest.raises(ValueError, match=r"config.pretrain.optimizer: unknown "
+                     r"key\(s\) \['learning_rat'\]"):
     stages.run(config, str(tmp_path))
   config = pretrain.get_config('runlocal')
   config.pretrain.eval_glob = str(tmp_path / 'missing-*.tfrecord')
@@ -220,24 +242,36 @@ def test_evaluate_simulator_is_checked_before_any_work(tmp_path):
 def test_evaluate_sampling_is_checked_before_any_work(tmp_path):
   from experiments.configs import evaluate
   config = evaluate.get_config('runlocal')
-  config.evaluate.top_p = 0.0
-  with pytest.raises(ValueError, match='config.evaluate: top_p must be'):
+  config.evaluate.sampling.top_p = 0.0
+  with pytest.raises(ValueError,
+                     match='config.evaluate.sampling: top_p must be'):
+    stages.run(config, str(tmp_path))
+  config = evaluate.get_config('runlocal')
+  config.evaluate.challenges = ('2025', '2023')
+  with pytest.raises(ValueError, match="config.evaluate.challenges: .*'2023'"):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
 
 
 @pytest.mark.parametrize('key,value,match', [
-    ('strategy', 'l2', 'config.collect: .*strategy'),
-    ('weights', '10,5', 'config.collect: weights: expected 5'),
-    ('weights', 'a,b', 'config.collect.weights'),
-    ('num_pairs', 9, 'config.collect: 16 rollouts cannot give 9'),
-    ('backend', 'pot', 'config.collect: .*backend'),
+    ('ranking.strategy', 'l2', 'config.collect.ranking: .*strategy'),
+    ('ranking.weights', (10.0, 5.0),
+     'config.collect.ranking: weights: expected 5'),
+    ('ranking.num_pairs', 9,
+     'config.collect.num_rollouts: 16 rollouts cannot give 9'),
+    ('ranking.sinkhorn.backend', 'pot',
+     'config.collect.ranking.sinkhorn: .*backend'),
+    ('sampling.temperature', -1.0, 'config.collect.sampling: temperature'),
     ('glob', '/nowhere/x-*.tfrecord', 'config.collect.glob: no file'),
 ])
 def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   from experiments.configs import collect
   config = collect.get_config('runlocal')
-  config.collect[key] = value
+  *path, name = key.split('.')
+  section = config.collect
+  for part in path:
+    section = section[part]
+  section[name] = value
   with pytest.raises(ValueError, match=match):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
@@ -300,17 +334,20 @@ def test_demo_runlocal_end_to_end_with_baselines_and_report(
       config.stages)
 
 
-@pytest.mark.parametrize('section,key,value,match', [
-    ('align', 'loss', 'ppo', 'config.align: .*loss'),
-    ('align', 'pairs_from', 'best', 'config.align.pairs_from'),
-    ('align', 'batch_size', 3, 'config.align.batch_size'),
-    ('compare', 'methods', 'x:ot', 'config.compare.methods'),
+@pytest.mark.parametrize('key,value,match', [
+    ('align.objective.loss', 'ppo', 'config.align.objective: .*loss'),
+    ('align.pairs_from', 'best', 'config.align.pairs_from'),
+    ('align.batch_size', 3, 'config.align.batch_size'),
+    ('compare.main', 'x', "config.compare.main: 'x'"),
 ])
-def test_align_bad_values_stop_before_any_work(tmp_path, section, key, value,
-                                               match):
+def test_align_bad_values_stop_before_any_work(tmp_path, key, value, match):
   from experiments.configs import compare
   config = compare.get_config('runlocal')
-  config[section][key] = value
+  *path, name = key.split('.')
+  section = config
+  for part in path:
+    section = section[part]
+  section[name] = value
   with pytest.raises(ValueError, match=match):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()

@@ -22,11 +22,11 @@ def config():
   c.pretrain.num_steps = 2
   c.pretrain.eval_every = 2
   c.pretrain.checkpoint_every = 2
-  c.collect.num_pairs = 1
+  c.collect.ranking.num_pairs = 1
   c.align.num_steps = 2
-  c.compare.methods = 'dpa_omf:ot:cpl,afd:adversarial:cpl'
-  c.compare.scaling = '0.5'
-  c.compare.ablation = 'collision'
+  c.compare.baselines = ('afd',)
+  c.compare.scaling = (0.5,)
+  c.compare.ablation = ('collision',)
   c.report.animation_steps = 5
   return c
 

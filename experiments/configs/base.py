@@ -17,23 +17,19 @@ The other configs (``pretrain``, ``evaluate``, ``collect``, ``align``,
 
 import ml_collections
 
+from experiments import sections
+
 
 def model_config() -> ml_collections.ConfigDict:
-  """The motion-token model (``prefalign.model.ModelConfig``; ~1M params)."""
-  model = ml_collections.ConfigDict()
-  model.width = 128  # token width
-  model.num_heads = 4  # attention heads
-  model.encoder_layers = 1  # rounds of map / agent attention in the encoder
-  model.decoder_layers = 2  # decoder blocks
-  model.mlp_ratio = 2  # feed-forward hidden width / width
-  model.map_neighbours = 32  # map chunks and lights per query
-  model.agent_neighbours = 16  # agents per query
-  model.num_map_chunks = 256  # map chunks kept per scenario
-  # Tokens: (a_lon, a_lat) grid held for steps_per_token 10 Hz steps.
-  model.steps_per_token = 5
-  model.num_lon_bins = 13
-  model.num_lat_bins = 13
-  return model
+  """The motion-token model (``prefalign.model.ModelConfig``; ~1M params).
+
+  Its keys are ModelConfig's fields with its defaults, the nested ``scene``
+  (``SceneConfig``: map chunks kept, points per chunk) and ``tokenizer``
+  (``TokenizerConfig``: the (a_lon, a_lat) grid held for ``steps_per_token``
+  10 Hz steps) included, e.g. ``--config.model.scene.num_map_chunks=64``.
+  """
+  from prefalign import model
+  return sections.section(model.ModelConfig())
 
 
 def get_config(arg=None):

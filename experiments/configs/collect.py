@@ -15,12 +15,16 @@ run is trained first)::
   # real WOMD scenarios, the ADE baseline ranking:
   python -m experiments.main --config=experiments/configs/collect.py \\
       --workdir=runs/pretrain --config.collect.glob='/data/womd/train/*' \\
-      --config.collect.strategy=ade --config.collect.output=preferences_ade
+      --config.collect.ranking.strategy=ade \\
+      --config.collect.output=preferences_ade
 """
 
 import ml_collections
 
+from experiments import sections
 from experiments.configs import pretrain
+from prefalign import preference
+from prefalign import rollout
 
 
 def get_config(arg=None):
@@ -35,33 +39,26 @@ def get_config(arg=None):
   c.max_num_objects = 128  # agents per scenario (WOSAC simulates <= 128)
   c.scenarios_per_shard = 64
   c.num_rollouts = 64  # K rollouts ranked per scenario (the paper: 64)
-  c.temperature = 1.0  # sampling of the reference model
-  c.top_k = 0
-  c.top_p = 1.0
-  # Ranking (prefalign.preference.ranking.RankingConfig).
-  c.strategy = 'ot'  # ot | ade | adversarial | random
-  c.feature_set = 'all'  # all | collision | progress | comfort | map | names
-  c.weights = '10,5,2,1,1'  # collision, road_edge, clearance, effort, speed
-  c.agents = 'sim'  # sim (all simulated agents) | evaluated (WOSAC's)
-  c.aggregate = 'mean'  # over agents: mean | sum
-  c.num_pairs = 16  # preferred = the 16 closest, unpreferred = 16 farthest
-  c.pairing = 'rank'  # rank | random | all
+  # Sampling of the reference model (prefalign.rollout.SamplingConfig).
+  c.sampling = sections.section(rollout.SamplingConfig())
+  # Ranking and pairing (prefalign.preference.RankingConfig; its defaults):
+  # strategy ot | ade | adversarial | random; feature_set all | collision |
+  # progress | comfort | map | names; weights of (collision, road_edge,
+  # clearance, effort, speed); agents sim | evaluated; num_pairs preferred
+  # (closest) against as many unpreferred (farthest); pairing rank | random
+  # | all; agent_chunk agents per features/OT call (0: all). Its Sinkhorn
+  # (``sinkhorn``, prefalign.preference.SinkhornConfig) is RANKING_SINKHORN,
+  # the cheapest setting that ranks as exact OT does (BENCHMARKS.md
+  # "Preference ranking"). E.g. --config.collect.ranking.strategy=ade,
+  # --config.collect.ranking.weights='(10, 5, 2, 1, 1)'.
+  c.ranking = sections.section(preference.RankingConfig())
   # Store every rollout's tokens (not only the paired ones) so alignment can
   # re-pair the same rollouts for the baselines (align.pairs_from).
   c.keep_all_rollouts = False
-  c.agent_chunk = 16  # agents per features/OT call; 0: all at once
-  # Sinkhorn (prefalign.preference.ot.RANKING_SINKHORN: the cheapest setting
-  # that ranks as exact OT does; BENCHMARKS.md "Preference ranking").
-  c.epsilon = 0.1  # entropic bias ~0.7 x epsilon, the same for each rollout
-  c.num_iterations = 30  # cap; stops earlier once converged
-  c.threshold = 1e-3  # marginal error (L1) that counts as converged
-  c.anneal = 0.7  # epsilon decay per iteration from the largest cost
-  c.relax = 1.8  # over-relaxation of the updates, in [1, 2)
-  c.backend = 'native'  # native | ott
   if arg == 'runlocal':
     c.max_scenarios = 8
     c.num_rollouts = 16
-    c.num_pairs = 4
+    c.ranking.num_pairs = 4
     c.max_num_objects = 64
     c.scenarios_per_shard = 4
   return config

@@ -17,7 +17,9 @@ defaults)::
 
 import ml_collections
 
+from experiments import sections
 from experiments.configs import pretrain
+from prefalign import rollout
 
 
 def get_config(arg=None):
@@ -30,10 +32,10 @@ def get_config(arg=None):
   # More WOMD files to score (patterns, comma-separated), reported as 'womd'.
   config.evaluate.eval_glob = ''
   config.evaluate.num_rollouts = 32  # WOSAC: 32 rollouts per scenario
-  config.evaluate.temperature = 1.0  # sampling temperature (0: argmax)
-  config.evaluate.top_k = 0  # keep the k most likely tokens (0: all)
-  config.evaluate.top_p = 1.0  # nucleus sampling mass (1: all)
-  config.evaluate.challenges = '2024,2025'  # WOSAC metric configs
+  # Token sampling (prefalign.rollout.SamplingConfig: temperature, 0 is
+  # argmax; top_k, 0 keeps all; top_p, 1 keeps all).
+  config.evaluate.sampling = sections.section(rollout.SamplingConfig())
+  config.evaluate.challenges = ('2024', '2025')  # WOSAC metric configs
   config.evaluate.max_scenarios = 0  # per set (0: all)
   config.evaluate.max_num_objects = 128  # WOSAC simulates up to 128
   # Where the rollouts run: prefalign's simulator, or Waymax's environment

@@ -23,8 +23,7 @@ another seed) and ``pretrain`` (``prefalign.train.train_and_evaluate``;
 TensorBoard events and ``metrics.jsonl`` in ``WORKDIR/pretrain``).
 """
 
-import ml_collections
-
+from experiments import sections
 from experiments.configs import base
 
 
@@ -37,25 +36,23 @@ def get_config(arg=None):
 
   config.model = base.model_config()
 
-  config.pretrain = ml_collections.ConfigDict()
-  config.pretrain.batch_size = 16  # global; a multiple of the device count
-  config.pretrain.num_steps = 20_000  # training steps
-  config.pretrain.learning_rate = 1e-3  # peak AdamW learning rate
-  config.pretrain.warmup_steps = 500  # linear warm-up
-  config.pretrain.weight_decay = 0.01  # AdamW decoupled weight decay
-  config.pretrain.grad_clip = 1.0  # global-norm clip (0: none)
-  config.pretrain.shuffle_buffer = 256  # scenarios held for shuffling
-  config.pretrain.log_every = 50  # steps between training logs
-  config.pretrain.eval_every = 1000  # steps between evaluations
-  config.pretrain.eval_batches = 16  # batches per held-out set (0: all)
-  config.pretrain.checkpoint_every = 1000  # steps between checkpoints
-  config.pretrain.keep_checkpoints = 3  # newest checkpoints kept
-  config.pretrain.unigram_batches = 32  # batches counted for the baseline
-  # More held-out WOMD files (patterns, comma-separated), e.g. the shared
-  # real scenarios; evaluated as 'womd'.
-  config.pretrain.eval_glob = ''
-  config.pretrain.init_from = ''  # checkpoint dir of a run to start from
-  config.pretrain.max_num_objects = 64  # agents per training scenario
+  # prefalign.train.TrainConfig's fields (its defaults; below, where this
+  # job differs), the optimizer (OptimizerConfig) nested; the data, model
+  # and seed come from their own sections.
+  from prefalign import train
+  p = config.pretrain = sections.section(
+      train.TrainConfig(train_files=()), exclude=(
+          'train_files', 'eval_sets', 'model', 'reader', 'seed',
+          'num_devices', 'progress', 'skip_bad_records',
+          'optimizer.total_steps'))  # total_steps = num_steps
+  p.num_steps = 20_000  # training steps
+  p.optimizer.warmup_steps = 500  # linear warm-up of the AdamW peak rate
+  p.eval_batches = 16  # batches per held-out set (0: all)
+  p.unigram_batches = 32  # batches counted for the baseline
+  # The stage's own keys. More held-out WOMD files (patterns,
+  # comma-separated), e.g. the shared real scenarios; evaluated as 'womd'.
+  p.eval_glob = ''
+  p.max_num_objects = 64  # agents per training scenario
 
   if arg == 'runlocal':
     config.data.num_scenarios = 64
@@ -64,17 +61,17 @@ def get_config(arg=None):
     # The cross network's scenarios hold 6-8k road-graph points: padding
     # them to 30k would make every map computation ~4x larger.
     config.data.max_roadgraph_points = 8192
-    config.pretrain.batch_size = 8
-    config.pretrain.num_steps = 20
-    config.pretrain.warmup_steps = 5
-    config.pretrain.log_every = 5
-    config.pretrain.eval_every = 10
-    config.pretrain.eval_batches = 2
-    config.pretrain.checkpoint_every = 10
-    config.pretrain.unigram_batches = 2
-    config.pretrain.max_num_objects = 16
+    p.batch_size = 8
+    p.num_steps = 20
+    p.optimizer.warmup_steps = 5
+    p.log_every = 5
+    p.eval_every = 10
+    p.eval_batches = 2
+    p.checkpoint_every = 10
+    p.unigram_batches = 2
+    p.max_num_objects = 16
     config.model.width = 32
     config.model.num_heads = 2
     config.model.decoder_layers = 1
-    config.model.num_map_chunks = 64
+    config.model.scene.num_map_chunks = 64
   return config

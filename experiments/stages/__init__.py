@@ -76,19 +76,17 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     from prefalign.train import parallel
     parallel.check_batch_size(config.pretrain.batch_size, parallel.make_mesh(),
                               'config.pretrain.batch_size')
-    try:
-      common.model_config(config)
-    except ValueError as e:
-      raise ValueError(f'config.model: {e}') from None
+    pretrain_stage.train_config(config, pathlib.Path(workdir))
     if config.pretrain.eval_glob:
       common.check_files(config.pretrain.eval_glob, 'config.pretrain.eval_glob')
   if 'align' in config.stages or 'compare' in config.stages:
     align_stage.check_config(config, pathlib.Path(workdir))
   if 'compare' in config.stages:
-    compare_stage.parse_methods(config.compare.methods)
+    compare_stage.check_methods(config, pathlib.Path(workdir))
     compare_stage.comparison_sets(config, pathlib.Path(workdir))
   if 'evaluate' in config.stages and 'evaluate' in config:
     common.sampling_config(config.evaluate, 'config.evaluate')
+    evaluate_stage.check_challenges(config.evaluate.challenges)
     common.simulator(config.evaluate.simulator, 1,
                      common.model_config(config), 'config.evaluate.simulator')
   if 'collect' in config.stages:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 from typing import TYPE_CHECKING
 
+from experiments import sections
 from experiments.stages import common
 from prefalign.data import womd
 
@@ -14,65 +14,49 @@ if TYPE_CHECKING:
   from prefalign import train
 
 
-def align_config(config, workdir: pathlib.Path, **overrides
-                 ) -> train.align.AlignConfig:
+def align_config(config, workdir: pathlib.Path, section=None,
+                 key: str = 'config.align') -> train.align.AlignConfig:
   """The AlignConfig of ``config.align`` (errors name the key).
 
-  ``overrides`` replace AlignConfig fields (the comparison's methods).
+  ``section`` (named ``key`` in errors) replaces ``config.align``: a
+  comparison method's (``config.align`` with the method's overrides).
   """
   from prefalign.train import align
   from prefalign.train import steps
-  a = config.align
+  a = config.align if section is None else section
   dirs = tuple(a.preferences.split(',')) if a.preferences else (
       str(workdir / config.collect.output),)
   realism = (tuple(a.realism_glob.split(',')) if a.realism_glob else
              tuple(common.heldout_files(config, workdir)))
-  try:
-    objective = steps.PreferenceConfig(
-        loss=a.loss, alpha=a.alpha, gamma=a.gamma, agents=a.agents,
-        conservative=a.conservative, beta=a.beta, bc_weight=a.bc_weight)
-  except ValueError as e:
-    raise ValueError(f'config.align: {e}') from None
-  fields = dict(
+  return sections.build(
+      align.AlignConfig, a, key,
+      ignore=('output', 'checkpoint', 'preferences', 'realism_glob'),
       preference_dirs=dirs,
       init_from=common.reference_checkpoint(config, workdir),
-      model=common.model_config(config), objective=objective,
-      optimizer=steps.OptimizerConfig(
-          learning_rate=a.learning_rate, warmup_steps=a.warmup_steps,
-          total_steps=a.num_steps, weight_decay=a.weight_decay,
-          grad_clip=a.grad_clip),
+      model=common.model_config(config),
+      optimizer=sections.build(steps.OptimizerConfig, a.optimizer,
+                               f'{key}.optimizer',
+                               total_steps=a.num_steps),
       reader=womd.ReaderConfig(
           max_num_objects=config.collect.max_num_objects,
           max_roadgraph_points=config.data.max_roadgraph_points,
           max_traffic_lights=config.data.max_traffic_lights),
-      pairs_from=a.pairs_from, num_pairs=a.num_pairs, pairing=a.pairing,
-      eval_pairs_from=a.eval_pairs_from,
-      heldout_fraction=a.heldout_fraction, max_scenarios=a.max_scenarios,
-      batch_size=a.batch_size, num_steps=a.num_steps, seed=config.seed,
-      shuffle_buffer=a.shuffle_buffer, log_every=a.log_every,
-      eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
-      keep_checkpoints=a.keep_checkpoints, kl_scenarios=a.kl_scenarios,
-      kl_rollouts=a.kl_rollouts, realism_files=realism,
-      realism_scenarios=a.realism_scenarios,
-      realism_rollouts=a.realism_rollouts, realism_every=a.realism_every)
-  fields.update(overrides)
-  fields['optimizer'] = dataclasses.replace(fields['optimizer'],
-                                            total_steps=fields['num_steps'])
-  return align.AlignConfig(**fields)
+      seed=config.seed, realism_files=realism)
 
 
-def check_config(config, workdir: pathlib.Path) -> None:
-  """Config errors of the align stage that need no data."""
+def check_config(config, workdir: pathlib.Path, section=None,
+                 key: str = 'config.align') -> None:
+  """Config errors of the align stage that need no data (``section`` and
+  ``key`` as in ``align_config``)."""
   from prefalign.preference import ranking
   from prefalign.train import parallel
-  a = config.align
-  for key in ('pairs_from', 'eval_pairs_from'):
-    if a[key] not in ('',) + ranking.STRATEGIES:
-      raise ValueError(f'config.align.{key}={a[key]!r} is not one of '
+  ac = align_config(config, workdir, section, key)
+  for name in ('pairs_from', 'eval_pairs_from'):
+    if getattr(ac, name) not in ('',) + ranking.STRATEGIES:
+      raise ValueError(f'{key}.{name}={getattr(ac, name)!r} is not one of '
                        f"{('',) + ranking.STRATEGIES}")
-  parallel.check_batch_size(a.batch_size, parallel.make_mesh(),
-                            'config.align.batch_size')
-  align_config(config, workdir)  # the objective's values
+  parallel.check_batch_size(ac.batch_size, parallel.make_mesh(),
+                            f'{key}.batch_size')
 
 
 def run_align(ac, out: pathlib.Path) -> dict:

@@ -8,6 +8,7 @@ import os
 import pathlib
 from typing import TYPE_CHECKING
 
+from experiments import sections
 from experiments.stages import common
 from prefalign.data import womd
 
@@ -16,26 +17,15 @@ if TYPE_CHECKING:
 
 
 def ranking_config(config) -> preference.RankingConfig:
-  """The RankingConfig of ``config.collect`` (errors name the key)."""
+  """The RankingConfig of ``config.collect.ranking`` (errors name the
+  key)."""
   from prefalign import preference
-  c = config.collect
+  rc = sections.build(preference.RankingConfig, config.collect.ranking,
+                      'config.collect.ranking')
   try:
-    weights = tuple(float(w) for w in str(c.weights).split(','))
-  except ValueError:
-    raise ValueError(f'config.collect.weights={c.weights!r}: expected 5 '
-                     'comma-separated numbers') from None
-  try:
-    sinkhorn = preference.SinkhornConfig(
-        epsilon=c.epsilon, num_iterations=c.num_iterations,
-        threshold=c.threshold, anneal=c.anneal, relax=c.relax,
-        backend=c.backend)
-    rc = preference.RankingConfig(
-        strategy=c.strategy, feature_set=c.feature_set, weights=weights,
-        agents=c.agents, aggregate=c.aggregate, num_pairs=c.num_pairs,
-        pairing=c.pairing, sinkhorn=sinkhorn, agent_chunk=c.agent_chunk)
-    rc.check(c.num_rollouts)
+    rc.check(config.collect.num_rollouts)
   except ValueError as e:
-    raise ValueError(f'config.collect: {e}') from None
+    raise ValueError(f'config.collect.num_rollouts: {e}') from None
   return rc
 
 

@@ -9,6 +9,7 @@ import pathlib
 import jax
 import numpy as np
 
+from experiments import sections
 from prefalign import fileio
 from prefalign import model as model_lib
 from prefalign import rollout
@@ -20,13 +21,10 @@ SOURCES = ('sumo', 'synthetic')
 
 
 def sampling_config(section, key: str) -> rollout.SamplingConfig:
-  """The SamplingConfig of a section's temperature / top_k / top_p (errors
-  name the section)."""
-  try:
-    return rollout.SamplingConfig(temperature=section.temperature,
-                                  top_k=section.top_k, top_p=section.top_p)
-  except ValueError as e:
-    raise ValueError(f'{key}: {e}') from None
+  """The SamplingConfig of a stage's ``sampling`` section (errors name
+  it)."""
+  return sections.build(rollout.SamplingConfig, section.sampling,
+                        f'{key}.sampling')
 
 
 def check_files(patterns: str, key: str) -> None:
@@ -90,15 +88,7 @@ def heldout_name(config) -> str:
 
 def model_config(config) -> model_lib.ModelConfig:
   """The frozen ModelConfig of ``config.model``."""
-  m = config.model
-  return model_lib.ModelConfig(
-      width=m.width, num_heads=m.num_heads, encoder_layers=m.encoder_layers,
-      decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio,
-      map_neighbours=m.map_neighbours, agent_neighbours=m.agent_neighbours,
-      scene=model_lib.SceneConfig(num_map_chunks=m.num_map_chunks),
-      tokenizer=model_lib.TokenizerConfig(
-          steps_per_token=m.steps_per_token, num_lon_bins=m.num_lon_bins,
-          num_lat_bins=m.num_lat_bins))
+  return sections.build(model_lib.ModelConfig, config.model, 'config.model')
 
 
 def load_model(config, workdir: pathlib.Path, sample_state,

@@ -11,6 +11,7 @@ from typing import Any
 
 import ml_collections
 
+from experiments import sections
 from experiments.stages import align as align_stage
 from experiments.stages import collect as collect_stage
 from experiments.stages import common
@@ -18,23 +19,36 @@ from prefalign import fileio
 from prefalign.data import womd
 
 
-def parse_methods(spec: str) -> list[tuple[str, str, str]]:
-  """'name:pairs_from:loss,...' -> [(name, pairs_from, loss)]."""
-  from prefalign.preference import ranking
-  from prefalign.train import steps
-  out = []
-  for item in filter(None, spec.split(',')):
-    parts = item.split(':')
-    if (len(parts) != 3 or parts[1] not in ranking.STRATEGIES or
-        parts[2] not in steps.PREFERENCE_LOSSES):
-      raise ValueError(
-          f'config.compare.methods: {item!r} is not name:pairs_from:loss '
-          f'(pairs_from in {ranking.STRATEGIES}, loss in '
-          f'{steps.PREFERENCE_LOSSES})')
-    out.append(tuple(parts))
-  if len({m[0] for m in out}) != len(out):
-    raise ValueError(f'config.compare.methods: repeated names in {spec!r}')
-  return out
+def method_names(config) -> list[str]:
+  """The methods run: ``config.compare.main``, then the baselines."""
+  c = config.compare
+  known = sorted(c.methods.keys())
+  if not isinstance(c.baselines, tuple):
+    raise ValueError(f'config.compare.baselines={c.baselines!r}: expected a '
+                     "tuple of method names, e.g. ('sft_bestoa', 'afd')")
+  for key, name in [('main', c.main)] + [('baselines', b)
+                                         for b in c.baselines]:
+    if name not in known:
+      raise ValueError(f'config.compare.{key}: {name!r} is not one of '
+                       f'config.compare.methods {known}')
+  names = [c.main, *c.baselines]
+  if len(set(names)) != len(names):
+    raise ValueError(f'config.compare.baselines: {names} names a method '
+                     'twice')
+  return names
+
+
+def method_section(config, name: str) -> ml_collections.ConfigDict:
+  """``config.align`` with method ``name``'s keys replaced."""
+  return sections.merged(config.align, config.compare.methods[name],
+                         f'config.compare.methods.{name}')
+
+
+def check_methods(config, workdir: pathlib.Path) -> None:
+  """Every method's alignment config (errors name the method's key)."""
+  for name in method_names(config):
+    align_stage.check_config(config, workdir, method_section(config, name),
+                             f'config.compare.methods.{name}')
 
 
 def comparison_sets(config, workdir: pathlib.Path) -> list[tuple[str, list]]:
@@ -144,6 +158,30 @@ def _plot_scaling(points: list[dict], path: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def _sweep_runs(config, workdir: pathlib.Path, base, main: str,
+                out: pathlib.Path) -> dict[str, tuple]:
+  """The main method's data-scaling and feature-ablation runs:
+  {name: (AlignConfig, run directory)}; an ablation's feature set is
+  collected first (the same rollouts, ranked by those features)."""
+  from prefalign.train import align
+  extra: dict[str, Any] = {}
+  num_train = len(align.split_records(base)[0]) if config.compare.scaling \
+      else 0
+  for f in config.compare.scaling:
+    n = max(1, int(round(f * num_train)))
+    extra[f'{main}_x{f:g}'] = (dataclasses.replace(base, max_scenarios=n),
+                               out / f'{main}_x{f:g}')
+  for fs in config.compare.ablation:
+    sub = ml_collections.ConfigDict(config.to_dict())
+    sub.collect.ranking.feature_set = fs
+    sub.collect.output = f'{config.collect.output}_{fs}'
+    collect_stage.run(sub, workdir)
+    extra[f'{main}_{fs}'] = (dataclasses.replace(
+        base, preference_dirs=(str(workdir / sub.collect.output),)),
+                             out / f'{main}_{fs}')
+  return extra
+
+
 def run(config, workdir: pathlib.Path) -> str:
   """DPA-OMF next to its baselines, a data-scaling sweep and a feature
   ablation, all from one collection; a results table with bootstrap CIs."""
@@ -152,7 +190,7 @@ def run(config, workdir: pathlib.Path) -> str:
   if (out / 'results.json').exists():
     return f'{out / "results.json"} exists (skipped)'
   out.mkdir(parents=True, exist_ok=True)
-  methods = parse_methods(c.methods)
+  methods = method_names(config)
   sets = comparison_sets(config, workdir)
   first = next(womd.read_examples(sets[0][1], womd.ReaderConfig(
       max_num_objects=c.max_num_objects)))
@@ -160,45 +198,26 @@ def run(config, workdir: pathlib.Path) -> str:
       config, workdir, first.state,
       common.reference_checkpoint(config, workdir))
   runs: dict[str, Any] = {}
-  for name, pairs_from, loss in methods:
-    ac = align_stage.align_config(config, workdir, pairs_from=pairs_from,
-                                  realism_files=())
-    ac = dataclasses.replace(ac, objective=dataclasses.replace(
-        ac.objective, loss=loss))
-    runs[name] = (ac, out / name)
-  scaling = [float(f) for f in filter(None, str(c.scaling).split(','))]
-  ablation = list(filter(None, c.ablation.split(',')))
-  main = methods[0][0] if methods else None
-  extra: dict[str, Any] = {}
-  if main:
-    base = runs[main][0]
-    from prefalign.train import align
-    num_train = len(align.split_records(base)[0])
-    for f in scaling:
-      n = max(1, int(round(f * num_train)))
-      extra[f'{main}_x{f:g}'] = (dataclasses.replace(base, max_scenarios=n),
-                                 out / f'{main}_x{f:g}')
-    for fs in ablation:
-      sub = ml_collections.ConfigDict(config.to_dict())
-      sub.collect.feature_set = fs
-      sub.collect.output = f'{config.collect.output}_{fs}'
-      collect_stage.run(sub, workdir)
-      extra[f'{main}_{fs}'] = (dataclasses.replace(
-          base, preference_dirs=(str(workdir / sub.collect.output),)),
-                               out / f'{main}_{fs}')
+  for name in methods:
+    ac = align_stage.align_config(config, workdir,
+                                  method_section(config, name),
+                                  f'config.compare.methods.{name}')
+    # Realism is scored below, on every set, with the same seeds.
+    runs[name] = (dataclasses.replace(ac, realism_files=()), out / name)
+  main = methods[0]
+  extra = _sweep_runs(config, workdir, runs[main][0], main, out)
   summaries = {}
   for name, (ac, run_dir) in {**runs, **extra}.items():
     print(f'[compare] aligning {name}', flush=True)
     summaries[name] = align_stage.run_align(ac, run_dir)
-  if main:
-    summaries['reference'] = {'reference_accuracy':
-                              _reference_accuracy(workdir, main)}
+  summaries['reference'] = {'reference_accuracy':
+                            _reference_accuracy(workdir, main)}
   first_set = sets[0][0]
   params = {'reference': ref_params}
   scores: dict[str, dict[str, list]] = {}
   for set_name, patterns in sets:
     scores[set_name] = {}
-    for name in ['reference'] + [m[0] for m in methods] + (
+    for name in ['reference'] + methods + (
         list(extra) if set_name == first_set else []):
       if name not in params:
         params[name] = common.final_params(config, workdir, first.state,
@@ -209,10 +228,10 @@ def run(config, workdir: pathlib.Path) -> str:
           out / name / f'scores_{set_name}.json',
           max_scenarios=c.max_scenarios)
   results, table = _table(scores, summaries)
-  if scaling and main:
+  if c.scaling:
     from prefalign import evaluation
     points = []
-    for name in [f'{main}_x{f:g}' for f in scaling] + [main]:
+    for name in [f'{main}_x{f:g}' for f in c.scaling] + [main]:
       count = summaries[name]['data']['train_scenarios']
       points.append({'label': f'{name} ({count} scenarios)',
                      'kl': summaries[name]['kl'].get('kl_per_token', 0.0),

@@ -3,12 +3,26 @@ constant velocity, optionally a challenge submission."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
 
 from experiments.stages import common
 from prefalign.data import womd
+
+
+def check_challenges(challenges) -> None:
+  """``config.evaluate.challenges``: a tuple of WOSAC metric configs."""
+  from prefalign.metrics import wosac
+  if not isinstance(challenges, tuple) or not challenges:
+    raise ValueError(f'config.evaluate.challenges={challenges!r}: expected '
+                     "a non-empty tuple, e.g. ('2024', '2025')")
+  for name in challenges:
+    try:
+      wosac.get_config(name)
+    except ValueError as e:
+      raise ValueError(f'config.evaluate.challenges: {e}') from None
 
 
 def run(config, workdir: pathlib.Path) -> str:
@@ -49,7 +63,7 @@ def run(config, workdir: pathlib.Path) -> str:
     res = evaluation.evaluate_files(
         params, mc, patterns, reader=reader, num_rollouts=e.num_rollouts,
         sampling=sampling,
-        challenges=tuple(e.challenges.split(',')),
+        challenges=tuple(e.challenges),
         max_scenarios=e.max_scenarios, seed=config.seed,
         keep=e.num_animations, on_rollouts=export if e.submission else None,
         env=env)
@@ -73,8 +87,7 @@ def run(config, workdir: pathlib.Path) -> str:
       exported[name] = str(path)
   report = {'checkpoint': ckpt, 'num_rollouts': e.num_rollouts,
             'simulator': e.simulator,
-            'sampling': {'temperature': e.temperature, 'top_k': e.top_k,
-                         'top_p': e.top_p},
+            'sampling': dataclasses.asdict(sampling),
             'submissions': exported,
             'sets': {k: {'aggregate': v['aggregate'],
                          'per_scenario': v['per_scenario'],

@@ -90,8 +90,7 @@ def run(config, workdir: pathlib.Path) -> str:
     raise ValueError(f'config.stages: the report needs {results_path} (the '
                      "'compare' stage); add 'compare' before 'report'")
   results = json.loads(results_path.read_text())
-  methods = [m[0] for m in
-             compare_stage.parse_methods(config.compare.methods)]
+  methods = compare_stage.method_names(config)
   main = methods[0]
   out.mkdir(parents=True, exist_ok=True)
   ranking_png, gif, scenario = _report_pictures(config, workdir, out, main)
@@ -148,9 +147,9 @@ def run(config, workdir: pathlib.Path) -> str:
       f'{summary.get("step", "?")} steps of {config.pretrain.batch_size} '
       'scenarios.',
       f'Preferences: {config.collect.num_rollouts} rollouts per scenario, '
-      f'{config.collect.strategy.upper()} ranking, the '
-      f'{config.collect.num_pairs} closest against the '
-      f'{config.collect.num_pairs} farthest; '
+      f'{config.collect.ranking.strategy.upper()} ranking, the '
+      f'{config.collect.ranking.num_pairs} closest against the '
+      f'{config.collect.ranking.num_pairs} farthest; '
       + ', '.join(f'{m}: {v["data"]["train_scenarios"]} training scenarios / '
                   f'{v["data"]["train_pairs"]} pairs, {v["config"]["loss"]} '
                   f'on {v["config"]["pairs_from"]} pairs, '
