@@ -48,31 +48,55 @@ def num_evaluated(scenario) -> int:
              {r.track_index for r in scenario.tracks_to_predict})
 
 
-def evaluated_slots(num_evaluated: int) -> int:
-  """Static evaluated-object slots for a scenario: few buckets, little waste.
+# Static evaluated-object slots: WOSAC scores the SDC and at most 8
+# tracks_to_predict, so one size serves every WOMD scenario.
+EVALUATED_SLOTS = 9
 
-  Every slot costs a full share of the per-object searches, padding or not,
-  so the buckets stay close to WOMD's usual counts (SDC + 1..8).
-  """
-  for slots in (2, 4, 6, 9):
-    if num_evaluated <= slots:
-      return slots
+# The shape classes a scenario is padded to: (objects, road-graph points,
+# controlled lanes). Each scenario takes the first class that holds it
+# (beyond the last, the last doubled until it does), so any number of
+# scenarios compiles the metric once per class used: the 40 shared real
+# scenarios (5-200 tracks, 5-38k points, 0-19 lanes) use two. Padding costs
+# run time, not compilations: on 2 CPU cores a compilation takes 11-20 s and
+# a padded scenario well under one (BENCHMARKS.md, "WOSAC shape classes").
+SIZE_CLASSES = ((128, 32_768, 32), (256, 65_536, 64))
+
+
+def evaluated_slots(num_evaluated: int) -> int:
+  """Static evaluated-object slots for a scenario (``EVALUATED_SLOTS``)."""
+  if num_evaluated <= EVALUATED_SLOTS:
+    return EVALUATED_SLOTS
   return _bucket(num_evaluated, 8) + 1
 
 
+def size_class(num_objects: int, num_points: int, num_lanes: int
+               ) -> tuple[int, int, int]:
+  """The first of ``SIZE_CLASSES`` that holds these counts (the last one
+  doubled until it does, for larger scenarios)."""
+  need = (num_objects, num_points, num_lanes)
+  for sizes in SIZE_CLASSES:
+    if all(n <= s for n, s in zip(need, sizes)):
+      return sizes
+  sizes = SIZE_CLASSES[-1]
+  while not all(n <= s for n, s in zip(need, sizes)):
+    sizes = tuple(2 * s for s in sizes)
+  return sizes
+
+
 def reader_config_for(scenario) -> womd.ReaderConfig:
-  """Sizes that keep the whole scenario, rounded up so shapes repeat.
+  """Sizes that keep the whole scenario: its shape class.
 
   Nothing is dropped (the official metric sees every object and map
-  feature), and rounding limits recompilation to a few shape buckets.
+  feature), and the classes limit compilation to a few shapes.
   """
   info = womd.scenario_info(scenario)
   lanes = {ls.lane for d in scenario.dynamic_map_states
            for ls in d.lane_states}
-  return womd.ReaderConfig(
-      max_num_objects=_bucket(info['num_tracks'], 64),
-      max_roadgraph_points=_bucket(info['num_roadgraph_points'], 8192),
-      max_traffic_lights=_bucket(len(lanes), 16))
+  objects, points, lights = size_class(
+      info['num_tracks'], info['num_roadgraph_points'], len(lanes))
+  return womd.ReaderConfig(max_num_objects=objects,
+                           max_roadgraph_points=points,
+                           max_traffic_lights=lights)
 
 
 _JITTED = {}

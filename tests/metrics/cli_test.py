@@ -85,3 +85,38 @@ def test_bad_rollouts_are_named(tmp_path, capsys, kwargs, message):
   assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath]) == 2
   err = capsys.readouterr().err
   assert re.search(message, err, re.S), err
+
+
+def test_size_classes_hold_every_scenario():
+  assert wosac_cli.size_class(5, 100, 0) == wosac_cli.SIZE_CLASSES[0]
+  assert wosac_cli.size_class(128, 32_768, 32) == wosac_cli.SIZE_CLASSES[0]
+  # One count over the first class is enough to take the next.
+  assert wosac_cli.size_class(129, 100, 0) == wosac_cli.SIZE_CLASSES[1]
+  assert wosac_cli.size_class(5, 100, 33) == wosac_cli.SIZE_CLASSES[1]
+  # Beyond the last class: doubled until it holds the scenario.
+  last = wosac_cli.SIZE_CLASSES[-1]
+  assert wosac_cli.size_class(last[0] + 1, 0, 0) == tuple(2 * s for s in last)
+  assert wosac_cli.size_class(0, 4 * last[1] + 1, 0) == tuple(
+      8 * s for s in last)
+  assert wosac_cli.evaluated_slots(1) == wosac_cli.evaluated_slots(9) == 9
+  assert wosac_cli.evaluated_slots(10) == 17
+
+
+@pytest.mark.data
+def test_the_shared_real_scenarios_compile_at_most_three_shapes(shared_womd):
+  """Every (reader sizes, evaluated slots) pair is one compilation of the
+  metric: the 40 shared real scenarios need at most 3 (issue: size
+  buckets), and each keeps all its objects, map points and lanes."""
+  shapes = set()
+  paths = sorted(str(p) for p in (shared_womd / 'real').glob('real.*'))
+  count = 0
+  for _, _, scenario in womd.read_scenarios(paths):
+    reader = wosac_cli.reader_config_for(scenario)
+    info = womd.scenario_info(scenario)
+    assert info['num_tracks'] <= reader.max_num_objects
+    assert info['num_roadgraph_points'] <= reader.max_roadgraph_points
+    shapes.add((reader, wosac_cli.evaluated_slots(
+        wosac_cli.num_evaluated(scenario))))
+    count += 1
+  assert count == 40
+  assert len(shapes) <= 3, shapes
