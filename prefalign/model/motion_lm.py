@@ -24,6 +24,7 @@ the DPA-OMF reference model; larger models change only widths and depths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from flax import linen as nn
 import jax
@@ -161,9 +162,15 @@ def _model(config: ModelConfig) -> MotionLM:
   return MotionLM(config)
 
 
+@functools.partial(jax.jit, static_argnames=('config',))
 def init(rng: jax.Array, config: ModelConfig, scene: features.Scene,
          tokens: tokenizer_lib.Tokens):
-  """Initial parameters (a pytree) for inputs shaped like ``scene``."""
+  """Initial parameters (a pytree) for inputs shaped like ``scene``.
+
+  Jitted (``config`` static): called eagerly, it is one compilation instead
+  of thousands of op-by-op dispatches (30 s -> 6 s for a tiny model on 2
+  CPU cores, ``model_inputs`` included).
+  """
   return _model(config).init(rng, scene, tokens)['params']
 
 
