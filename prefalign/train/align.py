@@ -347,8 +347,10 @@ def _evaluator(config: AlignConfig, mesh, eval_fn, kl_fn, reference,
                         'logp_preferred': t['logp_preferred'] / n,
                         'logp_unpreferred': t['logp_unpreferred'] / n}
     if kl_batch is not None:
+      # One device, not the mesh: on replicated parameters the call would
+      # run once per device.
       k = {key: float(v) for key, v in jax.device_get(kl_fn(
-          state.params, reference, kl_batch,
+          _host_copy(state.params), reference, kl_batch,
           jax.random.fold_in(root, 1_000_000 + step))).items()}
       out['kl'] = {'kl_per_scenario': k['kl'] / k['rollouts'],
                    'kl_per_token': k['kl'] / max(k['tokens'], 1.0)}
@@ -366,7 +368,7 @@ def _realism(config: AlignConfig, writer: runtime.MetricsWriter):
       return {}
     from prefalign import evaluation
     res = evaluation.evaluate_files(
-        state.params, config.model, list(config.realism_files),
+        _host_copy(state.params), config.model, list(config.realism_files),
         reader=config.reader, num_rollouts=config.realism_rollouts,
         challenges=('2025',), max_scenarios=config.realism_scenarios,
         baselines=False, seed=config.seed, progress=False)

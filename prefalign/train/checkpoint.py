@@ -24,6 +24,7 @@ import time
 import warnings
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from prefalign import fileio
@@ -184,6 +185,10 @@ def load_params(directory: str | pathlib.Path, params_like,
   manager = ocp.CheckpointManager(directory)
   restored = manager.restore(step, args=ocp.args.StandardRestore())
   manager.close()
-  params = restored['params']
-  return jax.tree.map(lambda like, x: jax.numpy.asarray(x, like.dtype),
-                      params_like, params)
+  # Uncommitted arrays on the default device: restored as saved, they would
+  # keep the training mesh's sharding (replicated over every device), and
+  # every jitted call on them would then run once per device (8x the work
+  # on a CPU host with 8 forced devices). Training re-places them itself.
+  return jax.tree.map(
+      lambda like, x: jax.numpy.asarray(np.asarray(x), like.dtype),
+      params_like, restored['params'])
