@@ -67,7 +67,16 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
       end_value=config.learning_rate * config.final_fraction)
 
 
+@functools.lru_cache(maxsize=32)
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+  """AdamW of ``config`` (global-norm clipping first when ``grad_clip``).
+
+  Cached: equal configs give the same (stateless) transformation object. A
+  TrainState holds it as pytree metadata, which jit's cache key compares, so
+  a second run with the same config in one process (the comparison's
+  methods, a resumed run in a notebook) reuses the compiled steps instead of
+  compiling them again (10 s a run on 2 CPU cores for the tiny model).
+  """
   parts = []
   if config.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip))
