@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from experiments import sections
 from experiments.stages import common
-from prefalign.data import womd
 
 if TYPE_CHECKING:
   from prefalign import train
@@ -37,10 +36,7 @@ def align_config(config, workdir: pathlib.Path, section=None,
       optimizer=sections.build(steps.OptimizerConfig, a.optimizer,
                                f'{key}.optimizer',
                                total_steps=a.num_steps),
-      reader=womd.ReaderConfig(
-          max_num_objects=config.collect.max_num_objects,
-          max_roadgraph_points=config.data.max_roadgraph_points,
-          max_traffic_lights=config.data.max_traffic_lights),
+      reader=common.reader_config(config, config.collect.max_num_objects),
       seed=config.seed, realism_files=realism)
 
 

@@ -42,10 +42,7 @@ def run(config, workdir: pathlib.Path) -> str:
   out = workdir / c.output
   if (out / 'summary.json').exists():
     return f'{out / "summary.json"} exists (skipped)'
-  reader = womd.ReaderConfig(
-      max_num_objects=c.max_num_objects,
-      max_roadgraph_points=config.data.max_roadgraph_points,
-      max_traffic_lights=config.data.max_traffic_lights)
+  reader = common.reader_config(config, c.max_num_objects)
   files = collect_files(config, workdir)
   first = next(womd.read_examples(files, reader))
   mc, params, ckpt = common.load_model(config, workdir, first.state,

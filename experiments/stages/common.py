@@ -35,11 +35,14 @@ def check_files(patterns: str, key: str) -> None:
     raise ValueError(f'{key}: {e}') from None
 
 
-def reader_config(config) -> womd.ReaderConfig:
+def reader_config(config, max_num_objects: int | None,
+                  **fields) -> womd.ReaderConfig:
+  """The ReaderConfig of ``config.data``'s map and signal sizes with a
+  stage's object rows (and other ReaderConfig ``fields``)."""
   return womd.ReaderConfig(
-      max_num_objects=config.data.max_num_objects,
+      max_num_objects=max_num_objects,
       max_roadgraph_points=config.data.max_roadgraph_points,
-      max_traffic_lights=config.data.max_traffic_lights)
+      max_traffic_lights=config.data.max_traffic_lights, **fields)
 
 
 def write_json(path: pathlib.Path, obj) -> None:

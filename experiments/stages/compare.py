@@ -70,10 +70,8 @@ def _score(params, mc, patterns, config, path: pathlib.Path, *,
   path.parent.mkdir(parents=True, exist_ok=True)
   c = config.compare
   res = evaluation.evaluate_files(
-      params, mc, patterns, reader=womd.ReaderConfig(
-          max_num_objects=c.max_num_objects,
-          max_roadgraph_points=config.data.max_roadgraph_points,
-          max_traffic_lights=config.data.max_traffic_lights),
+      params, mc, patterns,
+      reader=common.reader_config(config, c.max_num_objects),
       num_rollouts=c.num_rollouts, challenges=('2025',),
       max_scenarios=max_scenarios, baselines=False,
       seed=config.seed, progress=True)

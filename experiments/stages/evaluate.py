@@ -38,11 +38,8 @@ def run(config, workdir: pathlib.Path) -> str:
     return f'{report_path} exists (skipped)'
   out.mkdir(parents=True, exist_ok=True)
   # A submission must hold every sim agent: refuse scenarios with more.
-  reader = womd.ReaderConfig(
-      max_num_objects=e.max_num_objects,
-      max_roadgraph_points=config.data.max_roadgraph_points,
-      max_traffic_lights=config.data.max_traffic_lights,
-      drop_sim_agents=not e.submission)
+  reader = common.reader_config(config, e.max_num_objects,
+                                drop_sim_agents=not e.submission)
   sets = (common.eval_sets(config, workdir, config.evaluate.eval_glob) or
           [('data', common.data_files(config, workdir))])
   first = next(womd.read_examples(sets[0][1], reader))

@@ -7,7 +7,6 @@ import pathlib
 
 from experiments import sections
 from experiments.stages import common
-from prefalign.data import womd
 
 
 def train_config(config, workdir: pathlib.Path):
@@ -28,10 +27,7 @@ def train_config(config, workdir: pathlib.Path):
       optimizer=sections.build(train.OptimizerConfig, p.optimizer,
                                'config.pretrain.optimizer',
                                total_steps=p.num_steps),
-      reader=womd.ReaderConfig(
-          max_num_objects=p.max_num_objects,
-          max_roadgraph_points=config.data.max_roadgraph_points,
-          max_traffic_lights=config.data.max_traffic_lights),
+      reader=common.reader_config(config, p.max_num_objects),
       seed=config.seed, skip_bad_records=config.data.skip_bad_records)
 
 

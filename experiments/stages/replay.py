@@ -44,7 +44,8 @@ def run(config, workdir: pathlib.Path) -> str:
   per_type = {m: {} for m in runs}
   examples = pipeline.scenarios(
       common.data_files(config, workdir), pipeline.PipelineConfig(
-          reader=common.reader_config(config),
+          reader=common.reader_config(config,
+                                       config.data.max_num_objects),
           skip_bad_records=config.data.skip_bad_records))
   first = None
   num = 0

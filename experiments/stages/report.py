@@ -16,7 +16,6 @@ from experiments.stages import collect as collect_stage
 from experiments.stages import common
 from experiments.stages import compare as compare_stage
 from prefalign import datatypes
-from prefalign.data import womd
 
 
 def _report_pictures(config, workdir: pathlib.Path, out: pathlib.Path,
@@ -27,10 +26,9 @@ def _report_pictures(config, workdir: pathlib.Path, out: pathlib.Path,
   from prefalign import viz
   r = config.report
   set_name, patterns = compare_stage.comparison_sets(config, workdir)[0]
-  ex = common.read_example(patterns, r.scenario, womd.ReaderConfig(
-      max_num_objects=config.compare.max_num_objects,
-      max_roadgraph_points=config.data.max_roadgraph_points,
-      max_traffic_lights=config.data.max_traffic_lights),
+  ex = common.read_example(
+      patterns, r.scenario,
+      common.reader_config(config, config.compare.max_num_objects),
       'config.report.scenario')
   mc, ref, _ = common.load_model(config, workdir, ex.state,
                                  common.reference_checkpoint(config, workdir))
