@@ -99,15 +99,9 @@ def reader_config_for(scenario) -> womd.ReaderConfig:
                            max_traffic_lights=lights)
 
 
-_JITTED = {}
-
-
-def _metric_fn(config: wosac.MetricConfig, max_evaluated: int):
-  key = (config, max_evaluated)
-  if key not in _JITTED:
-    _JITTED[key] = jax.jit(lambda s, r: wosac.scenario_metrics(
-        s, r, config, max_evaluated=max_evaluated))
-  return _JITTED[key]
+# One program per (config, slots) and shape class.
+_metric = jax.jit(wosac.scenario_metrics,
+                  static_argnames=('config', 'max_evaluated'))
 
 
 def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
@@ -138,10 +132,10 @@ def evaluate(scenario_paths, rollout_paths, *, challenge: str = '2025',
       submission.validate_scenario_rollouts(proto, example,
                                             num_rollouts=num_rollouts)
     traj = submission.trajectory_from_scenario_rollouts(proto, example)
-    fn = _metric_fn(config, evaluated_slots(num_evaluated(scenario)))
+    slots = evaluated_slots(num_evaluated(scenario))
     start = time.perf_counter()
-    out = {k: float(v) for k, v in jax.device_get(
-        fn(example.state, traj)).items()}
+    out = {k: float(v) for k, v in jax.device_get(_metric(
+        example.state, traj, config=config, max_evaluated=slots)).items()}
     out['seconds'] = time.perf_counter() - start
     if progress:
       progress(scenario.scenario_id, out)

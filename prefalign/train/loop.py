@@ -312,14 +312,15 @@ def _train_log(batch_size: int):
 
 def _skip_reporter(data_stats: womd.ReadStats, writer: runtime.MetricsWriter):
   """After each log: prints and logs the bad records skipped since."""
-  reported = [0]
+  reported = 0
 
   def report(done: int) -> None:
-    if data_stats.num_skipped > reported[0]:
-      for err in data_stats.errors[reported[0]:]:
+    nonlocal reported
+    if data_stats.num_skipped > reported:
+      for err in data_stats.errors[reported:]:
         print(f'skipped a bad record: {err}', flush=True)
-      reported[0] = data_stats.num_skipped
-      writer.write(done, 'data', {'skipped_records': float(reported[0])})
+      reported = data_stats.num_skipped
+      writer.write(done, 'data', {'skipped_records': float(reported)})
   return report
 
 
