@@ -64,8 +64,10 @@ from prefalign.model.motion_lm import ModelConfig
 from prefalign.preference.ot import SinkhornConfig
 from prefalign.preference.ranking import RankingConfig
 from prefalign.preference.ranking import rank_rollouts
+from prefalign.preference.ranking import rank_rollouts_jit
 from prefalign.rollout import MotionLMActor
 from prefalign.rollout import sample_rollouts
+from prefalign.rollout import sample_rollouts_jit
 from prefalign.rollout import to_metric_trajectory
 from prefalign.train.state import TrainState
 from prefalign.train.steps import PreferenceBatch
@@ -100,6 +102,7 @@ __all__ = [
     'ModelConfig',
     'MotionLMActor',
     'sample_rollouts',
+    'sample_rollouts_jit',
     'to_metric_trajectory',
     # WOSAC metric.
     'scenario_metrics',
@@ -107,6 +110,7 @@ __all__ = [
     'RankingConfig',
     'SinkhornConfig',
     'rank_rollouts',
+    'rank_rollouts_jit',
     # Preference alignment.
     'PreferenceBatch',
     'PreferenceConfig',

@@ -92,9 +92,9 @@ def evaluate_files(
   for i, ex in enumerate(tqdm.tqdm(examples, desc='evaluate', unit='scenario',
                                    disable=not progress)):
     batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
-    out = _sample(params, batch, jax.random.fold_in(root, i),
-                  config=model_config, num_rollouts=num_rollouts,
-                  sampling=sampling, env=env)
+    out = rollout.sample_rollouts_jit(
+        params, batch, jax.random.fold_in(root, i), config=model_config,
+        num_rollouts=num_rollouts, sampling=sampling, env=env)
     sims = {'model': jax.tree.map(lambda a: a[0],
                                   rollout.to_metric_trajectory(out))}
     if baselines:
@@ -137,8 +137,6 @@ def evaluate_files(
 
 # Compiled once per setting and shape in a process (scoring several
 # checkpoints compiles them once).
-_sample = jax.jit(rollout.sample_rollouts,
-                  static_argnames=('config', 'num_rollouts', 'sampling', 'env'))
 _constant_velocity = jax.jit(wosac.constant_velocity_rollouts,
                              static_argnames=('num_rollouts',))
 _log_replay = jax.jit(wosac.log_rollouts, static_argnames=('num_rollouts',))

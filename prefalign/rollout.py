@@ -1,16 +1,17 @@
 """The vectorised closed-loop rollout sampler.
 
-``sample_rollouts`` runs entirely inside one ``jax.jit`` (callers jit it; the
-library does not): the scene is encoded once per scenario, then a
-``lax.scan`` over token steps carries every rollout's environment state, the
-previous tokens, the KV cache and the rng. At every step all agents of all
-rollouts are decoded jointly in one call, a token is sampled per agent, and
-the environment steps its 10 Hz steps holding the token's acceleration
-(``sim.env.KinematicEnvironment`` by default; any ``sim.env.Environment``,
-Waymax's included through ``prefalign.integrations.waymax``); the
-*simulated* states feed the next step (closed loop). The same
-function serves 32-rollout WOSAC evaluation and 64-rollout preference
-collection::
+``sample_rollouts`` runs entirely inside one ``jax.jit`` (callers jit it, or
+use ``sample_rollouts_jit``, the one jitted copy the library's stages share,
+so that a process compiles each setting and shape once): the scene is
+encoded once per scenario, then a ``lax.scan`` over token steps carries
+every rollout's environment state, the previous tokens, the KV cache and
+the rng. At every step all agents of all rollouts are decoded jointly in
+one call, a token is sampled per agent, and the environment steps its
+10 Hz steps holding the token's acceleration (``sim.env.KinematicEnvironment``
+by default; any ``sim.env.Environment``, Waymax's included through
+``prefalign.integrations.waymax``); the *simulated* states feed the next
+step (closed loop). The same function serves 32-rollout WOSAC evaluation
+and 64-rollout preference collection::
 
   sample = jax.jit(functools.partial(rollout.sample_rollouts, config=config,
                                      num_rollouts=32))
@@ -40,7 +41,8 @@ from prefalign.model import tokenizer
 from prefalign.sim import dynamics as dynamics_lib
 from prefalign.sim import env as sim_env
 
-__all__ = ['Rollouts', 'SamplingConfig', 'sample_rollouts', 'filter_logits',
+__all__ = ['Rollouts', 'SamplingConfig', 'sample_rollouts',
+           'sample_rollouts_jit', 'filter_logits',
            'sample_tokens', 'as_tokens', 'replay_tokens',
            'tile', 'to_metric_trajectory', 'MotionLMActor', 'ActorState',
            'ActorOutput']
@@ -291,6 +293,29 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
                   trajectory=_split(traj, batch, num_rollouts),
                   start_pose=_split(starts, batch, num_rollouts),
                   valid=_split(valid, batch, num_rollouts))
+
+
+_sample_rollouts = jax.jit(
+    sample_rollouts,
+    static_argnames=('config', 'num_rollouts', 'sampling', 'env'))
+
+
+def sample_rollouts_jit(params, state: datatypes.SimulatorState,
+                        rng: jax.Array, *, config: motion_lm.ModelConfig,
+                        num_rollouts: int = 32,
+                        sampling: SamplingConfig = SamplingConfig(),
+                        env: sim_env.Environment | None = None) -> Rollouts:
+  """``sample_rollouts`` compiled: the one jitted copy the stages share.
+
+  Every static argument is passed on explicitly (jit keys its cache on the
+  keywords given, not on their values after defaults), so evaluation,
+  collection and the report compile one program per (config, num_rollouts,
+  sampling, env) and input shape in a process, whichever asks first.
+  Arguments and shapes as ``sample_rollouts``.
+  """
+  return _sample_rollouts(params, state, rng, config=config,
+                          num_rollouts=num_rollouts, sampling=sampling,
+                          env=env)
 
 
 def as_tokens(rollouts: Rollouts) -> tokenizer.Tokens:

@@ -104,9 +104,9 @@ def test_pretrain_runlocal_trains_evaluates_and_resumes(tmp_path, capsys):
   config = pretrain.get_config('runlocal')
   config.data.num_scenarios = 16
   config.data.num_heldout_scenarios = 8
-  config.pretrain.num_steps = 2
-  config.pretrain.eval_every = 2
-  config.pretrain.checkpoint_every = 2
+  # The tiny demo's budget: the same compiled steps as the session's shared
+  # run (the persistent compilation cache serves them to either).
+  config.pretrain = tiny_demo_lib.config().pretrain
   config.pretrain.log_every = 1
   stages.run(config, str(tmp_path))
   out = capsys.readouterr().out
@@ -190,9 +190,7 @@ def test_evaluate_runlocal_scores_a_checkpoint(tmp_path, capsys):
   config.stages = ('data', 'pretrain', 'evaluate')
   config.data.num_scenarios = 8
   config.data.num_heldout_scenarios = 2
-  config.pretrain.num_steps = 2
-  config.pretrain.eval_every = 2
-  config.pretrain.checkpoint_every = 2
+  config.pretrain = tiny_demo_lib.config().pretrain  # its compiled steps
   config.evaluate.num_rollouts = 2
   config.evaluate.max_scenarios = 1
   # A submission holds every sim agent (19 in this scenario): 16 rows are

@@ -144,6 +144,25 @@ def test_sampler_compiles_once_per_shape(setup):
     jax.block_until_ready(sample(params, state, jax.random.key(seed)).tokens)
 
 
+def test_shared_jitted_sampler_compiles_once_however_it_is_called(setup):
+  # Evaluation passes env, the collection sampling, the report neither:
+  # all are one program (the stages share it instead of each compiling).
+  state, _, params = setup
+  before = rollout._sample_rollouts._cache_size()
+  calls = (dict(), dict(sampling=rollout.SamplingConfig()), dict(env=None),
+           dict(sampling=rollout.SamplingConfig(), env=None))
+  outs = [rollout.sample_rollouts_jit(params, state, jax.random.key(0),
+                                      config=CONFIG, num_rollouts=2, **kw)
+          for kw in calls]
+  assert rollout._sample_rollouts._cache_size() == before + 1
+  for out in outs[1:]:
+    np.testing.assert_array_equal(out.tokens, outs[0].tokens)
+  direct = jax.jit(functools.partial(rollout.sample_rollouts, config=CONFIG,
+                                     num_rollouts=2))(params, state,
+                                                      jax.random.key(0))
+  np.testing.assert_array_equal(direct.tokens, outs[0].tokens)
+
+
 def test_filter_logits():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   def keep(**kw):

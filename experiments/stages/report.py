@@ -40,12 +40,11 @@ def _report_pictures(config, workdir: pathlib.Path, out: pathlib.Path,
   # collection ranks them, a quarter on each side (the paper: 16 of 64).
   rc = dataclasses.replace(collect_stage.ranking_config(config),
                            num_pairs=max(1, r.num_rollouts // 4))
-  out_r = jax.jit(functools.partial(
-      rollout.sample_rollouts, config=mc, num_rollouts=r.num_rollouts))(
-          ref, batch, key)
+  out_r = rollout.sample_rollouts_jit(ref, batch, key, config=mc,
+                                      num_rollouts=r.num_rollouts)
   traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out_r))
-  ranking = jax.device_get(jax.jit(functools.partial(
-      preference.rank_rollouts, config=rc))(ex.state, traj, key))
+  ranking = jax.device_get(
+      preference.rank_rollouts_jit(ex.state, traj, key, config=rc))
   t = jax.device_get(out_r.trajectory)
   pos = np.where(t.valid[0][..., None],
                  np.stack([t.x[0], t.y[0]], -1), np.nan)
@@ -57,8 +56,8 @@ def _report_pictures(config, workdir: pathlib.Path, out: pathlib.Path,
       f'{r.num_rollouts} rollouts ranked by OT occupancy distance to the log')
   del fig
   # Before / after: one rollout of each model with the same sampling key.
-  one = jax.jit(functools.partial(rollout.sample_rollouts, config=mc,
-                                  num_rollouts=1))
+  one = functools.partial(rollout.sample_rollouts_jit, config=mc,
+                          num_rollouts=1)
   steps = r.animation_steps or None
   panels = {}
   sim = np.asarray(jax.device_get(out_r.valid[0, 0]))

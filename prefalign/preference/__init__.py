@@ -27,9 +27,11 @@ from prefalign.preference.ranking import Ranking
 from prefalign.preference.ranking import RankingConfig
 from prefalign.preference.ranking import make_pairs
 from prefalign.preference.ranking import rank_rollouts
+from prefalign.preference.ranking import rank_rollouts_jit
 from prefalign.preference.records import PreferenceRecord
 
 __all__ = ['collection', 'dataset', 'occupancy', 'ot', 'ranking', 'records',
            'PreferenceRecord', 'sequence_tokens', 'occupancy_features',
            'OTResult', 'SinkhornConfig', 'transport_cost', 'make_pairs',
-           'Ranking', 'rank_rollouts', 'RankingConfig']
+           'Ranking', 'rank_rollouts', 'rank_rollouts_jit',
+           'RankingConfig']

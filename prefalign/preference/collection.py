@@ -101,8 +101,9 @@ class _Sampler:
 
   Attributes:
     params: the reference model's parameters.
-    sample: jitted ``rollout.sample_rollouts`` of one scenario (batch of 1).
-    rank: jitted ``ranking.rank_rollouts``.
+    sample: ``rollout.sample_rollouts_jit`` of one scenario (batch of 1)
+      with this collection's static arguments bound.
+    rank: ``ranking.rank_rollouts_jit`` with the ranking config bound.
     tokenize: jitted ``_log_tokens``.
     root: the key scenario i folds i into.
     num_rollouts: R.
@@ -124,11 +125,11 @@ def _sampler(params, model_config: motion_lm.ModelConfig,
   """The jitted programs of one collection (see ``collect``'s arguments)."""
   return _Sampler(
       params=params,
-      sample=jax.jit(functools.partial(
-          rollout.sample_rollouts, config=model_config,
-          num_rollouts=num_rollouts, sampling=sampling)),
-      rank=jax.jit(functools.partial(ranking_lib.rank_rollouts,
-                                     config=ranking_config)),
+      sample=functools.partial(
+          rollout.sample_rollouts_jit, config=model_config,
+          num_rollouts=num_rollouts, sampling=sampling),
+      rank=functools.partial(ranking_lib.rank_rollouts_jit,
+                             config=ranking_config),
       tokenize=jax.jit(functools.partial(_log_tokens,
                                          config=model_config.tokenizer)),
       root=jax.random.key(seed), num_rollouts=num_rollouts,

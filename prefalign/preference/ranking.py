@@ -41,7 +41,7 @@ from prefalign.preference import ot
 
 __all__ = ['STRATEGIES', 'PAIRINGS', 'AGGREGATES', 'RankingConfig', 'Ranking',
            'agent_distances', 'scene_distances', 'make_pairs',
-           'rank_rollouts', 'num_pairs_of']
+           'rank_rollouts', 'rank_rollouts_jit', 'num_pairs_of']
 
 STRATEGIES = ('ot', 'ade', 'adversarial', 'random')
 PAIRINGS = ('rank', 'random', 'all')
@@ -254,3 +254,17 @@ def rank_rollouts(state: datatypes.SimulatorState,
   return Ranking(distances=distances, ot_distances=ot_d, ade=ade,
                  agent_distances=per_agent, agent_counted=counted,
                  order=order, preferred=preferred, unpreferred=unpreferred)
+
+
+_rank_rollouts = jax.jit(rank_rollouts, static_argnames=('config',))
+
+
+def rank_rollouts_jit(state: datatypes.SimulatorState,
+                      rollouts: datatypes.Trajectory, rng: jax.Array,
+                      config: RankingConfig = RankingConfig(), *,
+                      phi: dict[str, jax.Array] | None = None) -> Ranking:
+  """``rank_rollouts`` compiled: the one jitted copy the stages share
+  (collection, the report), one program per config and input shape in a
+  process; every argument is passed on by keyword so that jit's cache sees
+  the same call however it is made. Arguments as ``rank_rollouts``."""
+  return _rank_rollouts(state, rollouts, rng, config=config, phi=phi)
