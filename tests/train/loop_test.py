@@ -37,9 +37,14 @@ class _Stop(Exception):
   pass
 
 
+# The resume tests share the kill tests' 8-step setting: the same compiled
+# steps, which the persistent compilation cache serves to whichever is
+# second.
+EIGHT_STEPS = dict(num_steps=8, checkpoint_every=2, eval_every=8)
+
+
 def test_resume_ends_with_the_same_parameters(scenario_files, tmp_path):
-  config = tiny_config(scenario_files, num_steps=4, checkpoint_every=2,
-                       eval_every=4)
+  config = tiny_config(scenario_files, **EIGHT_STEPS)
   straight = loop.train_and_evaluate(config, tmp_path / 'straight')
 
   def stop_at_3(step, metrics):
@@ -50,9 +55,9 @@ def test_resume_ends_with_the_same_parameters(scenario_files, tmp_path):
   with pytest.raises(_Stop):
     loop.train_and_evaluate(config, tmp_path / 'resumed', callback=stop_at_3)
   resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
-  assert resumed['step'] == 4
+  assert resumed['step'] == 8
   log = (tmp_path / 'resumed' / 'metrics.jsonl').read_text()
-  assert log.count('"split": "train"') == 3 + 2  # steps 1-3, then 3-4 again
+  assert log.count('"split": "train"') == 3 + 6  # steps 1-3, then 3-8 again
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed['params'])),
                   jax.tree.leaves(jax.device_get(straight['params']))):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -164,9 +169,8 @@ def test_killed_training_resumes_to_the_same_parameters(scenario_files,
   """SIGTERM: a checkpoint at the current step and exit status 143;
   SIGKILL at an arbitrary moment: the last complete checkpoint. Either way
   the same command finishes with an uninterrupted run's parameters."""
-  num_steps = 8
-  config = tiny_config(scenario_files, num_steps=num_steps,
-                       checkpoint_every=2, eval_every=num_steps)
+  num_steps = EIGHT_STEPS['num_steps']
+  config = tiny_config(scenario_files, **EIGHT_STEPS)
   straight = loop.train_and_evaluate(config, tmp_path / 'straight')
   workdir = tmp_path / how
   proc = _start_child(scenario_files, workdir, num_steps)
@@ -215,7 +219,6 @@ def test_a_checkpoint_cut_off_while_writing_is_not_resumed(scenario_files,
   ckpt.close()
   assert (ckdir / '6.incomplete' / 'partial').read_bytes() == b'x'
   # Training more resumes from step 2 and saves over the cut-off step.
-  more = tiny_config(scenario_files, num_steps=6, checkpoint_every=2,
-                     eval_every=6)
-  assert loop.train_and_evaluate(more, tmp_path)['step'] == 6
+  more = tiny_config(scenario_files, **EIGHT_STEPS)
+  assert loop.train_and_evaluate(more, tmp_path)['step'] == 8
   assert (ckdir / '6' / '_CHECKPOINT_METADATA').exists()
