@@ -260,21 +260,31 @@ def _batches(examples, size: int) -> Iterator[steps.PreferenceBatch]:
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled(model, optimizer, objective, kl_rollouts, mesh):
-  """The jitted step, held-out evaluation and KL estimate of one setting,
-  built once per process (several alignment runs compile them once)."""
-  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  step_fn = parallel.jit_step(
+def _step_fn(model, optimizer, objective, mesh):
+  """The jitted preference step of one setting, built once per process
+  (several alignment runs compile it once). An ``lru_cache`` rather than a
+  module-level jit: its shardings depend on the mesh."""
+  return parallel.jit_step(
       functools.partial(steps.preference_step, model_config=model,
                         optimizer_config=optimizer,
                         preference_config=objective), mesh, num_extra=1)
-  eval_fn = jax.jit(functools.partial(
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_fn(model, objective, mesh):
+  """The jitted held-out evaluation of one model and objective (whatever
+  the optimizer: the baselines and the scaling runs share it)."""
+  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  return jax.jit(functools.partial(
       steps.preference_eval_step, model_config=model,
       preference_config=objective),
-                    in_shardings=(repl, data), out_shardings=repl)
-  kl_fn = jax.jit(functools.partial(steps.policy_kl, model_config=model,
-                                    num_rollouts=kl_rollouts))
-  return step_fn, eval_fn, kl_fn
+                 in_shardings=(repl, data), out_shardings=repl)
+
+
+# The KL estimate runs on one device: one program per model and rollout
+# count, whatever the objective or optimizer of the run.
+_policy_kl = jax.jit(steps.policy_kl,
+                     static_argnames=('model_config', 'num_rollouts'))
 
 
 def _host_copy(tree):
@@ -430,9 +440,10 @@ def _align_and_evaluate(config, workdir, callback):
           f'{config.pairs_from or "as collected"}) on {len(train_recs)} '
           f'scenarios / {data_info["train_pairs"]} pairs, {len(heldout_recs)}'
           f' held out, {mesh.devices.size} device(s), {origin}', flush=True)
-  step_fn, eval_fn, kl_fn = _compiled(config.model, config.optimizer,
-                                      config.objective, config.kl_rollouts,
-                                      mesh)
+  step_fn = _step_fn(config.model, config.optimizer, config.objective, mesh)
+  eval_fn = _eval_fn(config.model, config.objective, mesh)
+  kl_fn = functools.partial(_policy_kl, model_config=config.model,
+                            num_rollouts=config.kl_rollouts)
   heldout = list(_examples(heldout_recs, config, sizes, train=False))
   evaluate = _evaluator(config, mesh, eval_fn, kl_fn, reference, heldout,
                         writer)

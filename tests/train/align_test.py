@@ -152,15 +152,20 @@ def _rows(path):
 def test_alignment_logs_learns_and_resumes(setup, tmp_path):
   root, _ = setup
   config = _config(root, num_steps=4)
+  mesh = align.parallel.make_mesh(None)
+  compiled = (align._step_fn(config.model, config.optimizer, config.objective,
+                             mesh),
+              align._eval_fn(config.model, config.objective, mesh),
+              align._policy_kl)
+  before = [fn._cache_size() for fn in compiled]
   full = align.align_and_evaluate(config, tmp_path / 'full')
   assert full['step'] == 4
   assert full['data']['heldout_scenarios'] >= 1
-  # One compilation of the step, the held-out evaluation and the KL
-  # estimate for the whole run (batches keep one shape).
-  mesh = align.parallel.make_mesh(None)
-  for fn in align._compiled(config.model, config.optimizer, config.objective,
-                            config.kl_rollouts, mesh):
-    assert fn._cache_size() == 1
+  # At most one compilation of the step, the held-out evaluation and the
+  # KL estimate for the whole run (batches keep one shape; another test in
+  # this process may have compiled them already).
+  for fn, n in zip(compiled, before):
+    assert 1 <= fn._cache_size() <= n + 1
   rows = _rows(tmp_path / 'full' / 'metrics.jsonl')
   held = [r for r in rows if r['split'] == 'eval/heldout']
   assert [r['step'] for r in held] == [0, 2, 4]
@@ -198,9 +203,10 @@ def test_baselines_run_through_the_same_loop(setup, tmp_path):
       loss='sft'))), ('afd', dict(pairs_from='adversarial', num_pairs=2)),
                    ('dpo', dict(objective=steps.PreferenceConfig(
                        loss='dpo')))):
-    out = align.align_and_evaluate(_config(root, num_steps=2, **kw),
-                                   tmp_path / name)
-    assert out['step'] == 2 and 0 <= out['heldout']['accuracy'] <= 1, name
+    # The default 4 steps: afd's step is the other tests' (cpl), compiled
+    # once for all of them.
+    out = align.align_and_evaluate(_config(root, **kw), tmp_path / name)
+    assert out['step'] == 4 and 0 <= out['heldout']['accuracy'] <= 1, name
 
 
 @pytest.mark.parametrize('kw, match', [
