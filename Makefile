@@ -8,7 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
-PYTEST_ARGS ?= -n auto
+# loadgroup: the two tests of the shared tiny demo run on one worker.
+PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: demo test lint venv protos clean
 

@@ -79,6 +79,7 @@ def _outputs(nb, output_type=None):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('tiny_demo')  # with the main job's test
 def test_notebook_runs_the_tiny_demo_and_shows_the_report(tmp_path, tiny_demo):
   # The notebook runs over a copy of the session's tiny demo run (its stages
   # read their outputs back; tests/experiments_test.py checks the run

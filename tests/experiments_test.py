@@ -275,6 +275,9 @@ def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   assert not (tmp_path / 'data').exists()
 
 
+# With the notebook's test on one worker (make test: --dist loadgroup), so
+# that neither waits idle for the other's shared run.
+@pytest.mark.xdist_group('tiny_demo')
 def test_demo_runlocal_end_to_end_with_baselines_and_report(
     tiny_demo, tmp_path_factory, capsys):
   """The main job's stages on a tiny budget: every method, the scaling
