@@ -28,6 +28,10 @@ import pathlib  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+if os.environ.get('PREFALIGN_TEST_COMPILE_LOG'):  # tests/compile_log.py
+  from tests import compile_log  # noqa: E402
+  compile_log.install(os.environ['PREFALIGN_TEST_COMPILE_LOG'])
+
 SHARED_WOMD = pathlib.Path(
     os.environ.get(
         'PREFALIGN_SHARED_DATA',

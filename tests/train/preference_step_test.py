@@ -1,8 +1,6 @@
-"""The preference step: sharded == single device, compiles once, learns."""
+"""The preference step: sharded == single device, compiles once, learns,
+and a batch without a valid pair gives zero loss, not NaN."""
 
-import functools
-
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,18 +46,51 @@ def _params(batch):
                                        toks))
 
 
+def _counted_step(loss):
+  """The preference step of ``loss`` and the list of its traces."""
+  config = steps.PreferenceConfig(loss=loss, alpha=1.0)
+  traces = []
+
+  def step(state, b, rng, *reference):
+    traces.append(b.pairs.shape)
+    return steps.preference_step(state, b, rng, *reference,
+                                 model_config=TINY_MODEL,
+                                 optimizer_config=OPT,
+                                 preference_config=config)
+
+  return step, traces
+
+
+def _train(fn, mesh, state, batch, *reference, num_steps=6):
+  """Steps ``fn`` on ``batch`` (host arrays, sharded over ``mesh``); the
+  metrics of every step, then of a step on the same batch with no valid
+  pair (same shapes: no recompilation)."""
+  history = []
+  sharded = parallel.shard_batch(batch, mesh)
+  for i in range(num_steps):
+    state, m = fn(state, sharded, jax.random.key(i), *reference)
+    history.append({k: float(v) for k, v in m.items()})
+  empty = batch.replace(pair_valid=np.zeros_like(batch.pair_valid))
+  _, m = fn(state, parallel.shard_batch(empty, mesh),
+            jax.random.key(num_steps), *reference)
+  return history, {k: float(v) for k, v in m.items()}
+
+
+# Each test compiles its steps once and checks everything they can show:
+# sharded == single device on the first step, then (sharded) learning, the
+# compile-once contract and a batch without a valid pair (zero loss and
+# gradient, not NaN).
 @pytest.mark.parametrize('loss', ['cpl', 'dpo'])
-def test_sharded_preference_step_matches_single_device(batch, loss):
+def test_sharded_preference_step_matches_single_device_and_learns(batch,
+                                                                   loss):
   assert jax.device_count() == 8
   tx = steps.make_optimizer(OPT)
   params = _params(batch)
   ref = jax.tree.map(lambda a: a + 0.01, params)  # a reference != policy
-  step = functools.partial(
-      steps.preference_step, model_config=TINY_MODEL, optimizer_config=OPT,
-      preference_config=steps.PreferenceConfig(loss=loss))
   out = {}
   for name, mesh in (('single', parallel.make_mesh(1)),
                      ('multi', parallel.make_mesh(8))):
+    step, traces = _counted_step(loss)
     fn = parallel.jit_step(step, mesh, num_extra=1)
     state = jax.device_put(TrainState.create(params, tx),
                            parallel.replicated(mesh))
@@ -73,49 +104,36 @@ def test_sharded_preference_step_matches_single_device(batch, loss):
   for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
-
-@pytest.mark.parametrize('loss', ['cpl', 'sft'])
-def test_preference_step_compiles_once_and_separates_the_pairs(batch, loss):
-  tx = steps.make_optimizer(OPT)
-  mesh = parallel.make_mesh()
-  config = steps.PreferenceConfig(loss=loss, alpha=1.0)
-  chex.clear_trace_counter()  # one count per parameter
-
-  @chex.assert_max_traces(n=1)
-  def step(state, b, rng):
-    return steps.preference_step(state, b, rng, model_config=TINY_MODEL,
-                                 optimizer_config=OPT,
-                                 preference_config=config)
-
-  fn = parallel.jit_step(step, mesh)
-  state = jax.device_put(TrainState.create(_params(batch), tx),
-                         parallel.replicated(mesh))
-  sharded = parallel.shard_batch(batch, mesh)
-  history = []
-  for i in range(6):
-    state, m = fn(state, sharded, jax.random.key(i))
-    history.append({k: float(v) for k, v in m.items()})
+  # The sharded step goes on learning (state, batch and reference on mesh).
+  history, empty = _train(fn, mesh, new, batch,
+                          parallel.replicate(ref, mesh))
   first, last = history[0], history[-1]
   assert np.isfinite(last['mean_loss'])
-  # The log (preferred in both pairs) becomes more likely.
-  assert last['logp_preferred'] > first['logp_preferred']
+  assert last['mean_loss'] < first['mean_loss']
+  # The log (preferred in both pairs) becomes more likely than the others.
+  assert (last['logp_preferred'] - last['logp_unpreferred'] >
+          first['logp_preferred'] - first['logp_unpreferred'])
   if loss == 'cpl':
-    assert last['mean_loss'] < first['mean_loss']
+    assert last['logp_preferred'] > first['logp_preferred']
     # Contrastive: the unpreferred sequences become less likely.
     assert last['logp_unpreferred'] < first['logp_unpreferred']
     assert last['correct'] == last['pairs']
+  assert empty['mean_loss'] == 0.0 and empty['grad_norm'] == 0.0
+  assert len(traces) == 1  # 8 steps of the sharded step, one compilation
 
 
-def test_no_valid_pair_gives_zero_loss_not_nan(batch):
-  empty = batch.replace(pair_valid=np.zeros_like(batch.pair_valid))
-  tx = steps.make_optimizer(OPT)
-  state = TrainState.create(_params(batch), tx)
-  for loss in ('cpl', 'sft'):
-    _, m = jax.jit(functools.partial(
-        steps.preference_step, model_config=TINY_MODEL, optimizer_config=OPT,
-        preference_config=steps.PreferenceConfig(loss=loss)))(
-            state, empty, jax.random.key(0))
-    assert float(m['mean_loss']) == 0.0 and float(m['grad_norm']) == 0.0
+def test_sft_step_compiles_once_and_learns_the_preferred(batch):
+  mesh = parallel.make_mesh()
+  step, traces = _counted_step('sft')
+  fn = parallel.jit_step(step, mesh)
+  state = jax.device_put(
+      TrainState.create(_params(batch), steps.make_optimizer(OPT)),
+      parallel.replicated(mesh))
+  history, empty = _train(fn, mesh, state, batch)
+  assert np.isfinite(history[-1]['mean_loss'])
+  assert history[-1]['logp_preferred'] > history[0]['logp_preferred']
+  assert empty['mean_loss'] == 0.0 and empty['grad_norm'] == 0.0
+  assert len(traces) == 1
 
 
 def test_dpo_without_reference_and_bad_config_are_named(batch):
