@@ -13,6 +13,10 @@ from prefalign.data import womd
 from prefalign.metrics import wosac
 from tests.parity import expected_md
 
+# One worker runs the module: most tests score the same scene with the same
+# config, so the metric compiles once (module-level cache below).
+pytestmark = pytest.mark.xdist_group('metrics_wosac')
+
 SMALL = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=800,
                           max_traffic_lights=2)
 FULL = womd.ReaderConfig(max_num_objects=None, max_roadgraph_points=None,
@@ -168,8 +172,9 @@ def test_no_nan_on_degenerate_scenes():
 
 
 def test_scenario_metrics_compiles_once(straight):
+  # The program of metrics(straight, ...): the persistent cache serves it.
   fn = jax.jit(chex.assert_max_traces(
-      lambda s, r: wosac.scenario_metrics(s, r, wosac.CHALLENGE_2024,
+      lambda s, r: wosac.scenario_metrics(s, r, wosac.CHALLENGE_2025,
                                           max_evaluated=9), n=1))
   for seed in range(3):
     out = fn(straight, log_rollouts(straight, noise=0.1, seed=seed))
