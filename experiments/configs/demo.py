@@ -136,8 +136,11 @@ def get_config(arg=None):
     a.kl_rollouts = 2
     m.baselines = ('sft_bestoa',)
     m.max_scenarios = 1
-    m.num_rollouts = 2
+    # The collection's rollout count and object rows everywhere: the
+    # collection, the comparison and the report then share one compiled
+    # sampler (and the report's ranking the collection's).
+    m.num_rollouts = 4
     m.max_num_objects = 16
-    r.num_rollouts = 8
+    r.num_rollouts = 4
     r.animation_steps = 20
   return config

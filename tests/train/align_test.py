@@ -24,6 +24,10 @@ from tests.train.conftest import write_scenarios
 
 R = 4  # rollouts per scenario
 
+# One worker runs the module: its tests share the module's collection (a
+# fixture built once per worker) and the steps it compiles.
+pytestmark = pytest.mark.xdist_group('train_align')
+
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
