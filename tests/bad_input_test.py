@@ -350,8 +350,10 @@ def collected(tmp_path_factory):
   batch = jax.tree.map(lambda a: np.asarray(a)[None], examples[0].state)
   params = motion_lm.init(jax.random.key(0), TINY_MODEL,
                           *steps.model_inputs(batch, TINY_MODEL))
+  # The collection of tests/train/align_test.py (4 rollouts, one pair):
+  # the persistent compilation cache serves its sampler and ranking.
   collection.collect(params, TINY_MODEL, examples, root / 'prefs',
-                     ranking_config=ranking.RankingConfig(num_pairs=2),
+                     ranking_config=ranking.RankingConfig(num_pairs=1),
                      num_rollouts=4, progress=False)
   return root, examples[0]
 

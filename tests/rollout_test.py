@@ -16,6 +16,11 @@ from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
 
+# One worker runs the module: its tests share the module's scenes and
+# model (a fixture built once per worker) and the samplers it compiles
+# (cached below).
+pytestmark = pytest.mark.xdist_group('rollout')
+
 CONFIG = motion_lm.ModelConfig(width=32, num_heads=2, decoder_layers=2,
                                map_neighbours=8, agent_neighbours=4,
                                scene=features.SceneConfig(num_map_chunks=48))

@@ -13,6 +13,10 @@ from prefalign.model import features
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
 
+# One worker runs the module: its tests share the module's scenes and
+# model (a fixture built once per worker) and the programs they compile.
+pytestmark = pytest.mark.xdist_group('model_motion_lm')
+
 CONFIG = motion_lm.ModelConfig()
 # A small model for the property tests (the properties do not depend on size).
 SMALL = motion_lm.ModelConfig(width=32, num_heads=2, decoder_layers=2,

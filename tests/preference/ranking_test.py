@@ -14,6 +14,10 @@ from prefalign.preference import occupancy
 from prefalign.preference import ot
 from prefalign.preference import ranking
 
+# One worker runs the module: its tests rank the module's scene with the
+# same few configs, each compiled once (cached below).
+pytestmark = pytest.mark.xdist_group('preference_ranking')
+
 READER = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=1200,
                            max_traffic_lights=2)
 
