@@ -336,7 +336,11 @@ def _start_params(config: AlignConfig, train_recs, sizes):
 def _evaluator(config: AlignConfig, mesh, eval_fn, kl_fn, reference,
                heldout: list[dict[str, Any]], writer: runtime.MetricsWriter):
   """(state, step) -> {'heldout': pair metrics, 'kl': KL to the
-  reference}, each when there is something to measure it on."""
+  reference}, each when there is something to measure it on.
+
+  ``reference``: the reference's parameters on the host (the KL estimate
+  runs on one device).
+  """
   kl_states = [h['state'] for h in heldout[:config.kl_scenarios]]
   kl_batch = (jax.tree.map(lambda *a: np.stack(a), *kl_states)
               if kl_states else None)
@@ -445,7 +449,9 @@ def _align_and_evaluate(config, workdir, callback):
   kl_fn = functools.partial(_policy_kl, model_config=config.model,
                             num_rollouts=config.kl_rollouts)
   heldout = list(_examples(heldout_recs, config, sizes, train=False))
-  evaluate = _evaluator(config, mesh, eval_fn, kl_fn, reference, heldout,
+  # The KL estimate gets the host copy: with the mesh-replicated reference
+  # it would compile for, and run on, every device of the mesh.
+  evaluate = _evaluator(config, mesh, eval_fn, kl_fn, params0, heldout,
                         writer)
   realism = _realism(config, writer)
   root = jax.random.key(config.seed)

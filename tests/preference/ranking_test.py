@@ -44,10 +44,14 @@ def _rank_fn(config):
   return jax.jit(functools.partial(ranking.rank_rollouts, config=config))
 
 
+# 8 rollouts unless a test needs another count: features of the same shapes
+# are one compiled program (the persistent cache serves the module's tests).
+
+
 def test_features_shapes_and_masks(state):
-  roll = _rollouts(state, 4)
+  roll = _rollouts(state, 8)
   phi = jax.jit(occupancy.occupancy_features)(state, roll)
-  assert phi['features'].shape == (5, 8, 80, 5)
+  assert phi['features'].shape == (9, 8, 80, 5)
   assert np.all(np.isfinite(phi['features']))
   sim = np.asarray(wosac.sim_agents(state))
   np.testing.assert_array_equal(phi['agent_mask'], sim)
@@ -63,7 +67,7 @@ def test_features_shapes_and_masks(state):
 
 @pytest.mark.parametrize('chunk', [2, 3])
 def test_agent_chunks_give_the_features_of_one_call(state, chunk):
-  roll = _rollouts(state, 3)
+  roll = _rollouts(state, 8)
   one = jax.jit(functools.partial(occupancy.occupancy_features,
                                   agent_chunk=0))(state, roll)
   chunked = jax.jit(functools.partial(occupancy.occupancy_features,

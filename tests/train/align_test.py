@@ -136,13 +136,15 @@ def test_heldout_split_is_by_scenario_and_stable(setup):
 
 def test_policy_kl_is_zero_against_itself(setup):
   root, params = setup
-  rec = next(records.read_records(root / 'all'))
-  (_, state), = dataset.record_states([rec], READER)
-  batch = jax.tree.map(lambda a: np.asarray(a)[None], state)
-  kl = jax.jit(functools.partial(steps.policy_kl, model_config=TINY_MODEL,
-                                 num_rollouts=3))
+  recs = list(records.read_records(root / 'all'))[:2]
+  states = [s for _, s in dataset.record_states(recs, READER)]
+  batch = jax.tree.map(lambda *a: np.stack(a), *states)
+  # The alignment loop's jitted estimate at _config's sizes (2 scenarios, 2
+  # rollouts each): its compiled program serves the loop tests too.
+  kl = functools.partial(align._policy_kl, model_config=TINY_MODEL,
+                         num_rollouts=2)
   same = jax.device_get(kl(params, params, batch, jax.random.key(0)))
-  assert same['rollouts'] == 3 and same['tokens'] > 0
+  assert same['rollouts'] == 4 and same['tokens'] > 0
   assert abs(same['kl']) / same['tokens'] < 1e-4
   other = jax.tree.map(lambda a: a * 1.5, params)
   diff = jax.device_get(kl(other, params, batch, jax.random.key(0)))

@@ -18,6 +18,11 @@ from prefalign.train import loop
 from prefalign.train import steps
 from tests.train.conftest import tiny_config  # noqa: E402
 
+# One worker runs the module: its runs share two step counts (2 and 8), so
+# each compiled step is built once and the rest, the killed children
+# included, load it.
+pytestmark = pytest.mark.xdist_group('train_loop')
+
 
 def test_train_and_evaluate_two_steps(scenario_files, tmp_path):
   out = loop.train_and_evaluate(tiny_config(scenario_files), tmp_path)

@@ -103,17 +103,18 @@ def test_a_nonfinite_step_keeps_the_last_good_state(batch):
   state = _state(batch, tx)
   scene, toks = steps.model_inputs(batch, TINY_MODEL)
 
-  def nan_loss(params, *args):
+  def scaled_loss(params, scale, *args):
     loss, sums = steps._loss(params, *args)
-    return loss * np.nan, sums
+    return loss * scale, sums
 
-  good, good_metrics = jax.jit(functools.partial(
-      steps._apply, loss_fn=steps._loss,
-      args=(scene, toks, TINY_MODEL), optimizer_config=opt))(state)
+  # One program: a scale of NaN poisons the loss and, through it, the
+  # gradients.
+  apply = jax.jit(lambda state, scale: steps._apply(
+      state, loss_fn=scaled_loss, args=(scale, scene, toks, TINY_MODEL),
+      optimizer_config=opt))
+  good, good_metrics = apply(state, np.float32(1.0))
   assert float(good_metrics['nonfinite']) == 0.0 and int(good.step) == 1
-  new, metrics = jax.jit(functools.partial(
-      steps._apply, loss_fn=nan_loss,
-      args=(scene, toks, TINY_MODEL), optimizer_config=opt))(good)
+  new, metrics = apply(good, np.float32(np.nan))
   assert float(metrics['nonfinite']) == 1.0
   assert int(new.step) == 1
   for a, b in zip(jax.tree.leaves(jax.device_get((new.params, new.opt_state))),
