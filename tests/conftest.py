@@ -9,19 +9,49 @@ os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') +
     ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# One persistent compilation cache for the session's xdist workers and the
-# processes the tests start (the settings travel as environment variables):
-# most of the suite's time is XLA compiling the same small programs (the tiny
-# model's steps, the metric on the same scene sizes) in several tests. It
-# lives in .pytest_cache (``make clean`` removes it); PREFALIGN_TEST_JAX_CACHE
-# moves it, '' turns it off.
+# One persistent compilation cache for the session's xdist workers, the
+# processes the tests start (the settings travel as environment variables)
+# and later sessions: most of the suite's time is XLA compiling the same
+# small programs (the tiny models' steps, the metric on the same scene
+# sizes), in several tests and in every run. It lives beside the official
+# package's venvs in ~/.cache/prefalign (PREFALIGN_CACHE moves that),
+# shared by every clone; PREFALIGN_TEST_JAX_CACHE moves it, '' turns it
+# off. Entries are keyed by the program, the jax/jaxlib version and the XLA
+# flags, so a changed program compiles again and a stale one is never used;
+# the oldest are deleted beyond _CACHE_MAX_BYTES.
 _CACHE = os.environ.get(
     'PREFALIGN_TEST_JAX_CACHE',
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                 '.pytest_cache', 'jax'))
+    os.path.join(os.environ.get('PREFALIGN_CACHE', os.path.join(
+        os.path.expanduser('~'), '.cache', 'prefalign')), 'jax-tests'))
+_CACHE_MAX_BYTES = 2 << 30
 if _CACHE:
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
+
+def _prune(folder: str, max_bytes: int) -> None:
+  """Deletes the oldest files of ``folder`` until it holds 3/4 of
+  ``max_bytes``, when it holds more than ``max_bytes``."""
+  try:
+    files = [(e.stat().st_mtime, e.stat().st_size, e.path)
+             for e in os.scandir(folder) if e.is_file()]
+  except OSError:
+    return
+  total = sum(size for _, size, _ in files)
+  if total <= max_bytes:
+    return
+  for _, size, path in sorted(files):
+    if total <= max_bytes * 3 // 4:
+      break
+    try:
+      os.remove(path)
+      total -= size
+    except OSError:
+      pass
+
+
+if _CACHE and not os.environ.get('PYTEST_XDIST_WORKER'):
+  _prune(_CACHE, _CACHE_MAX_BYTES)
 
 import pathlib  # noqa: E402
 
