@@ -8,7 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
-# loadgroup: the two tests of the shared tiny demo run on one worker.
+# loadgroup: tests marked xdist_group (the shared tiny demo's two, and
+# modules whose tests share fixtures and compiled programs) run on one
+# worker.
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: demo test lint venv protos clean
