@@ -19,10 +19,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # off. Entries are keyed by the program, the jax/jaxlib version and the XLA
 # flags, so a changed program compiles again and a stale one is never used;
 # the oldest are deleted beyond _CACHE_MAX_BYTES.
-_CACHE = os.environ.get(
-    'PREFALIGN_TEST_JAX_CACHE',
-    os.path.join(os.environ.get('PREFALIGN_CACHE', os.path.join(
-        os.path.expanduser('~'), '.cache', 'prefalign')), 'jax-tests'))
+from tests.parity import official_env  # noqa: E402 (no jax import)
+
+_CACHE = os.environ.get('PREFALIGN_TEST_JAX_CACHE',
+                        str(official_env.CACHE / 'jax-tests'))
 _CACHE_MAX_BYTES = 2 << 30
 if _CACHE:
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE)

@@ -1,6 +1,8 @@
 """The preference step: sharded == single device, compiles once, learns,
 and a batch without a valid pair gives zero loss, not NaN."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,19 +48,12 @@ def _params(batch):
                                        toks))
 
 
-def _counted_step(loss):
-  """The preference step of ``loss`` and the list of its traces."""
-  config = steps.PreferenceConfig(loss=loss, alpha=1.0)
-  traces = []
-
-  def step(state, b, rng, *reference):
-    traces.append(b.pairs.shape)
-    return steps.preference_step(state, b, rng, *reference,
-                                 model_config=TINY_MODEL,
-                                 optimizer_config=OPT,
-                                 preference_config=config)
-
-  return step, traces
+def _step(loss):
+  """The preference step of ``loss`` (alpha 1: the pairs separate in a few
+  steps)."""
+  return functools.partial(
+      steps.preference_step, model_config=TINY_MODEL, optimizer_config=OPT,
+      preference_config=steps.PreferenceConfig(loss=loss, alpha=1.0))
 
 
 def _train(fn, mesh, state, batch, *reference, num_steps=6):
@@ -90,8 +85,7 @@ def test_sharded_preference_step_matches_single_device_and_learns(batch,
   out = {}
   for name, mesh in (('single', parallel.make_mesh(1)),
                      ('multi', parallel.make_mesh(8))):
-    step, traces = _counted_step(loss)
-    fn = parallel.jit_step(step, mesh, num_extra=1)
+    fn = parallel.jit_step(_step(loss), mesh, num_extra=1)
     state = jax.device_put(TrainState.create(params, tx),
                            parallel.replicated(mesh))
     new, metrics = fn(state, parallel.shard_batch(batch, mesh),
@@ -119,13 +113,12 @@ def test_sharded_preference_step_matches_single_device_and_learns(batch,
     assert last['logp_unpreferred'] < first['logp_unpreferred']
     assert last['correct'] == last['pairs']
   assert empty['mean_loss'] == 0.0 and empty['grad_norm'] == 0.0
-  assert len(traces) == 1  # 8 steps of the sharded step, one compilation
+  assert fn._cache_size() == 1  # 8 steps of the sharded step, one compile
 
 
 def test_sft_step_compiles_once_and_learns_the_preferred(batch):
   mesh = parallel.make_mesh()
-  step, traces = _counted_step('sft')
-  fn = parallel.jit_step(step, mesh)
+  fn = parallel.jit_step(_step('sft'), mesh)
   state = jax.device_put(
       TrainState.create(_params(batch), steps.make_optimizer(OPT)),
       parallel.replicated(mesh))
@@ -133,7 +126,7 @@ def test_sft_step_compiles_once_and_learns_the_preferred(batch):
   assert np.isfinite(history[-1]['mean_loss'])
   assert history[-1]['logp_preferred'] > history[0]['logp_preferred']
   assert empty['mean_loss'] == 0.0 and empty['grad_norm'] == 0.0
-  assert len(traces) == 1
+  assert fn._cache_size() == 1
 
 
 def test_dpo_without_reference_and_bad_config_are_named(batch):
