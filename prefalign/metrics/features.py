@@ -270,25 +270,16 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
                           z_stretch: float = geometry.Z_STRETCH_FACTOR,
                           wrap_all_closed: bool = False,
                           prune: bool = True,
-                          redo_budget: int = 64,
-                          window: int = 40,
-                          pool_size: int = 1024,
+                          search: road_edge.GridConfig = road_edge.GridConfig(),
                           eval_mask: jax.Array | None = None) -> jax.Array:
   """Signed distance of each evaluated object's most off-road corner (m).
 
-  Exactly WOSAC's road-edge distance. With ``prune`` (the default) each
-  group of corner points searches a short, certified list of candidate
-  segments instead of the whole map (``metrics._nearest``); queries whose
-  list cannot be certified are redone by brute force, up to a budget.
-  Groups first span the rollouts (one corner of one object at one step:
-  cheapest when the rollouts stay close); past the budget the search is
-  redone with the four corners of one box at one step of one rollout as a
-  group (rollouts of a sampling policy diverge), each evaluated object
-  first keeping the ``pool_size`` segments nearest to everywhere it goes;
-  only past that budget too does the whole call fall back to brute force.
-  The result is the same either way. Under ``vmap`` the fallback branches
-  are evaluated too (``lax.cond`` becomes ``select``); use ``lax.map`` over
-  scenarios to keep the fast path.
+  Exactly WOSAC's road-edge distance. With ``prune`` (the default) each box
+  searches a short, certified list of nearby road-edge segments from a grid
+  over the map (``metrics.road_edge``) instead of the whole map; corners the
+  certificate does not cover are searched over every segment. The result is
+  the same either way, and the cost follows the number of boxes, not how
+  far the rollouts spread.
 
   Args:
     traj: Trajectory (B, N, T) (one leading axis, e.g. rollouts).
@@ -296,14 +287,8 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     roadgraph: RoadgraphPoints (P,) of the scenario.
     z_stretch: vertical weight of the nearest-segment search (WOSAC: 3).
     wrap_all_closed: see ``geometry.signed_distance_to_polylines``.
-    prune: use the certified candidate search.
-    redo_budget: uncertified queries per rollout (rollouts counted as 16
-      at least) redone by brute force before the search falls back
-      (static).
-    window: consecutive steps that share a first-level candidate list
-      (static).
-    pool_size: segments kept per evaluated object (static; every segment
-      when the map has fewer).
+    prune: use the certified grid search.
+    search: the grid search's sizes (static).
     eval_mask: bool (E,), False for padding slots of ``eval_index``.
 
   Returns:
@@ -316,20 +301,15 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
     ev = ev.replace(valid=ev.valid & eval_mask[:, None])
   pts = _edge_query_points(ev)  # (B, E, T, 4, 3)
   mask = roadgraph.is_road_edge
-
-  def brute(_):
+  if not prune or roadgraph.num_points < 2:
     flat = pts.reshape(-1, 3)
-    return geometry.signed_distance_to_polylines(
+    d = geometry.signed_distance_to_polylines(
         flat, roadgraph, mask, z_stretch=z_stretch,
         wrap_all_closed=wrap_all_closed).reshape(pts.shape[:-1])
-
-  if not prune or roadgraph.num_points < 2:
-    d = brute(None)
   else:
-    d = road_edge.pruned_distance(
+    d, _ = road_edge.grid_distance(
         pts, ev.valid, road_edge.EdgeSearch.build(
-            roadgraph, mask, z_stretch, wrap_all_closed), brute,
-        window=window, redo_budget=redo_budget, pool_size=pool_size)
+            roadgraph, mask, z_stretch, wrap_all_closed), search)
   d = d.max(axis=-1)
   return jnp.where(ev.valid, d, -_BIG)
 

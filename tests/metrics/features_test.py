@@ -10,6 +10,7 @@ from prefalign.data import synthetic
 from prefalign.data import womd
 from prefalign.metrics import _nearest
 from prefalign.metrics import features as F
+from prefalign.metrics import road_edge
 
 SMALL = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=800,
                           max_traffic_lights=2)
@@ -83,30 +84,39 @@ def _grid_roadgraph(seed=0, num_polylines=12, points=30):
 
 
 @pytest.mark.parametrize('tight', [True, False])
-@pytest.mark.parametrize('redo_budget,pool_size', [
-    (256, 1024),  # the map is smaller than a pool: every segment
-    (256, 24),  # per-object pools of 24 of the 348 segments
-    (16, 24),
-    (1, 24),  # more uncertified than the budget: brute force
+@pytest.mark.parametrize('search,redone', [
+    (road_edge.GridConfig(), None),  # the default sizes
+    # Lists far too short for most corners: most are searched again.
+    (road_edge.GridConfig(chunk=2, grid=4, cell_chunks=3, corner_chunks=1,
+                          redo_slice=7), 'most'),
+    # More chunks listed per cell than the map has: no cell certificate.
+    (road_edge.GridConfig(chunk=4, cell_chunks=4096, corner_chunks=2),
+     None),
 ])
-def test_road_edge_distance_equals_brute_force(redo_budget, pool_size, tight):
+def test_road_edge_distance_equals_brute_force(search, redone, tight):
   traj = _scattered(num_rollouts=4, num_objects=10, num_steps=16)
-  if tight:  # rollouts within centimetres of each other: shared lists
+  if tight:  # rollouts within centimetres of each other
     noise = np.random.default_rng(1).normal(0, 0.05, traj.x.shape)
     traj = traj.replace(x=(traj.x[:1] + noise).astype(np.float32),
                         y=(traj.y[:1] - noise).astype(np.float32),
                         yaw=np.broadcast_to(traj.yaw[:1], traj.yaw.shape))
-  # Diverging rollouts (each starts anywhere in the square) make wide
-  # per-object pools, so many lists are uncertified: the redone queries, or
-  # with the smallest budget brute force, must give the same distances.
+  # Diverging rollouts (each starts anywhere in the square) spread the
+  # grid's cells; corners the certificate leaves are searched again, and
+  # every answer must be the brute-force one.
   roadgraph = _grid_roadgraph()
   eval_index = jnp.array([0, 1, 2, 9])
   brute = F.distance_to_road_edge(traj, eval_index, roadgraph, prune=False)
   fast = jax.jit(lambda t, r: F.distance_to_road_edge(
-      t, eval_index, r, redo_budget=redo_budget, pool_size=pool_size))(
-          traj, roadgraph)
+      t, eval_index, r, search=search))(traj, roadgraph)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(brute), atol=1e-5)
   assert np.isfinite(np.asarray(fast)).all()
+  if redone == 'most':
+    ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), traj)
+    rg = jax.tree.map(jnp.asarray, roadgraph)
+    _, count = road_edge.grid_distance(
+        F._edge_query_points(ev), ev.valid,
+        road_edge.EdgeSearch.build(rg, rg.is_road_edge, 3.0, False), search)
+    assert int(count) > ev.valid.sum() * 4 // 2
 
 
 def _crossing_red_light():
@@ -165,3 +175,29 @@ def test_top_k_lower_is_a_certificate():
   np.testing.assert_allclose(np.sort(np.take_along_axis(
       np.asarray(lb), np.asarray(idx), -1), -1), srt[:, :5])
   np.testing.assert_allclose(np.asarray(nxt), srt[:, 5])
+
+
+def test_road_edge_distance_on_a_real_map_equals_brute_force(shared_womd):
+  """Rollouts that wander tens of metres off the road (a weak policy's) on
+  a real map of thousands of half-metre road-edge segments."""
+  path = sorted((shared_womd / 'real').glob('real.tfrecord-*'))[0]
+  ex = next(womd.read_examples([str(path)], womd.ReaderConfig(
+      max_num_objects=32)))
+  log = jax.tree.map(np.asarray, ex.state.log_trajectory)
+  rng = np.random.default_rng(0)
+  walk = np.cumsum(rng.normal(0, 0.6, (2,) + log.x.shape + (2,)), axis=-2)
+  traj = jax.tree.map(lambda a: np.broadcast_to(a, (2,) + a.shape).copy(),
+                      log)
+  traj = traj.replace(x=(log.x + walk[..., 0]).astype(np.float32),
+                      y=(log.y + walk[..., 1]).astype(np.float32),
+                      valid=np.broadcast_to(log.valid[:, 10:11],
+                                            traj.valid.shape).copy())
+  eval_index = jnp.arange(16)
+  roadgraph = ex.state.roadgraph_points
+  brute = F.distance_to_road_edge(traj, eval_index, roadgraph, prune=False)
+  fast = jax.jit(lambda t, r: F.distance_to_road_edge(t, eval_index, r))(
+      traj, roadgraph)
+  brute, fast = np.asarray(brute), np.asarray(fast)
+  valid = brute > -1e9
+  assert valid.sum() > 1000 and (brute[valid] > 5).mean() > 0.1
+  np.testing.assert_allclose(fast, brute, atol=1e-5)
