@@ -307,7 +307,7 @@ def distance_to_road_edge(traj: datatypes.Trajectory, eval_index: jax.Array,
         flat, roadgraph, mask, z_stretch=z_stretch,
         wrap_all_closed=wrap_all_closed).reshape(pts.shape[:-1])
   else:
-    d, _ = road_edge.grid_distance(
+    d, _, _ = road_edge.grid_distance(
         pts, ev.valid, road_edge.EdgeSearch.build(
             roadgraph, mask, z_stretch, wrap_all_closed), search)
   d = d.max(axis=-1)

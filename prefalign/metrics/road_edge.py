@@ -6,27 +6,26 @@ every segment for every corner (O(queries x segments)) is what makes the
 metric and the preference features slow on real maps: 64 rollouts x 128
 agents x 80 steps x 4 corners against ~4,000-8,000 half-metre segments.
 
-The search here is exact and its cost does not depend on how far the
-rollouts spread:
+The search here is exact, and its cost follows the number of corners, not
+how far the rollouts spread:
 
 1. **Chunks.** Road-edge segments, sorted along a Z-order curve of their
    midpoints (neighbours in space are neighbours in the order), are cut
    into chunks of ``chunk`` segments, each with a bounding box (stretched
    space).
-2. **Grid.** A ``grid`` x ``grid`` grid of cells covers the boxes' centres
-   (it stretches with them); each cell keeps the ``cell_chunks`` chunks of
-   least box gap to it, and the least gap left out as its threshold.
-3. **Corners.** The four corners of one box at one step of one rollout
-   share the cell of the box's centre; each ranks the cell's chunks by
-   their gap to it and searches the segments of the ``corner_chunks``
-   nearest.
-4. **Certificate.** A corner ``q`` whose best distance ``d`` is below both
-   the least gap of a chunk of the cell it left out
-   and the cell's threshold minus ``q``'s distance to the cell (a chunk
-   outside the cell's list is at least that far from ``q``, by the
-   triangle inequality) has found its nearest segment. Every other corner
-   is searched again over every segment, in slices, for as many slices as
-   there are such corners (none usually): the answer is always exact.
+2. **Grids.** A ``grid`` x ``grid`` grid covers the corners (it stretches
+   with them, up to ``margin`` past the road edges). Each coarse cell lists
+   the ``cell_chunks`` chunks of least gap to it; each of its ``refine`` x
+   ``refine`` fine cells lists the ``fine_chunks`` of least gap among
+   those. With each list goes a threshold: the least gap of a chunk left
+   out. Selections run per cell, not per corner.
+3. **Certificate.** A corner ``q`` searches the segments its fine cell
+   lists; if its best distance ``d`` is below the cell's threshold minus
+   ``q``'s distance to the cell, no segment left out can be nearer (by the
+   triangle inequality), so ``d`` is exact. A corner that fails searches
+   its coarse cell's list the same way, and one that fails that too every
+   segment. Each search runs in slices, for as many slices as there are
+   such corners (none usually). The answer is always exact.
 
 Ties between segments at the same distance go to the lowest index, as in
 the brute-force search, so both give identical distances.
@@ -56,16 +55,24 @@ class GridConfig(NamedTuple):
   """Sizes of the search (static; the result does not depend on them).
 
   Attributes:
-    chunk: consecutive segments per bounding box.
-    grid: cells per side of the grid over the queries.
-    cell_chunks: chunks listed per cell.
-    corner_chunks: chunks searched per corner, the nearest of its cell's.
-    redo_slice: corners per slice of the exact re-search.
+    chunk: neighbouring segments per bounding box.
+    grid: coarse cells per side of the grid over the corners.
+    refine: fine cells per side of a coarse cell.
+    cell_chunks: chunks listed per coarse cell (of the whole map's).
+    fine_chunks: chunks listed per fine cell (of its coarse cell's).
+    margin: how far past the road edges' bounding box the grid reaches (m).
+    slice: corners per slice of the first search (fine cells).
+    list_slice: corners per slice of the search over a coarse cell's list.
+    redo_slice: corners per slice of the search over every segment.
   """
-  chunk: int = 8
+  chunk: int = 4
   grid: int = 64
+  refine: int = 4
   cell_chunks: int = 64
-  corner_chunks: int = 8
+  fine_chunks: int = 16
+  margin: float = 50.0
+  slice: int = 16384
+  list_slice: int = 2048
   redo_slice: int = 256
 
 
@@ -142,31 +149,67 @@ def _chunks(s: EdgeSearch, size: int):
   return members, ok, lo, hi
 
 
-def _cells(centre: jax.Array, valid: jax.Array, grid: int):
-  """A ``grid`` x ``grid`` grid over the valid ``centre`` (Q, 2) points.
+def _grid(xy: jax.Array, valid: jax.Array, cells: int, map_lo: jax.Array,
+          map_hi: jax.Array, margin: float):
+  """Origin and cell size (2,) of a ``cells`` x ``cells`` grid.
 
-  Returns ``(cell (Q,) index of each point's cell, lo (grid**2, 2),
-  hi (grid**2, 2))``.
+  The grid covers the valid ``xy`` (Q, 2) points' bounding box clipped to
+  the map's (``map_lo``, ``map_hi``) grown by ``margin``: a point parked far
+  from the map (an object absent from the log) neither stretches the cells
+  nor is lost (it falls in a border cell, at its distance from it).
   """
   any_valid = jnp.any(valid)
-  cmin = jnp.where(any_valid, jnp.where(valid[:, None], centre, _INF).min(0),
-                   0.0)
-  cmax = jnp.where(any_valid, jnp.where(valid[:, None], centre, -_INF).max(0),
-                   0.0)
-  size = jnp.maximum((cmax - cmin) / grid, 1e-3)
-  ij = jnp.clip(jnp.floor((centre - cmin) / size).astype(jnp.int32), 0,
-                grid - 1)
-  ij = jnp.where(valid[:, None], ij, 0)
-  edges = cmin + size * jnp.arange(grid)[:, None]  # (grid, 2)
+  lo = jnp.where(valid[:, None], xy, _INF).min(0)
+  hi = jnp.where(valid[:, None], xy, -_INF).max(0)
+  clip = lambda v: jnp.clip(v, map_lo - margin, map_hi + margin)
+  origin = jnp.where(any_valid, clip(lo), 0.0)
+  size = jnp.maximum((jnp.where(any_valid, clip(hi), 0.0) - origin) / cells,
+                     1e-3)
+  return origin, size
+
+
+def _cell_of(xy: jax.Array, origin: jax.Array, size: jax.Array, cells: int):
+  """(...) row-major cell index of (..., 2) points, clamped to the grid."""
+  ij = jnp.clip(jnp.floor((xy - origin) / size).astype(jnp.int32), 0,
+                cells - 1)
+  return ij[..., 0] * cells + ij[..., 1]
+
+
+def _cell_boxes(origin: jax.Array, size: jax.Array, cells: int):
+  """(cells**2, 2) lower and upper corners of the cells, row-major."""
+  edges = origin + size * jnp.arange(cells)[:, None]  # (cells, 2)
   lo = jnp.stack(jnp.broadcast_arrays(edges[:, None, 0], edges[None, :, 1]),
                  -1).reshape(-1, 2)
-  return ij[:, 0] * grid + ij[:, 1], lo, lo + size
+  return lo, lo + size
+
+
+def _nearest_chunks(lo: jax.Array, hi: jax.Array, chunks: jax.Array,
+                    c_lo: jax.Array, c_hi: jax.Array, k: int):
+  """Each cell's ``k`` chunks of least 2-D gap among ``chunks``.
+
+  Args:
+    lo, hi: (M, 2) cells (columns in z).
+    chunks: (M, K) or (K,) chunk indices to choose from.
+    c_lo, c_hi: (C, 3) chunk boxes.
+    k: static list length.
+
+  Returns:
+    ``(listed (M, k), threshold (M,))``: a chunk of ``chunks`` left out is
+    at least ``threshold`` from the cell (inf when none is left out).
+  """
+  chunks = jnp.broadcast_to(chunks, lo.shape[:1] + chunks.shape[-1:])
+  if k >= chunks.shape[-1]:
+    return chunks, jnp.full(lo.shape[:1], _INF)
+  lb = _nearest.box_gap(lo[:, None], hi[:, None], c_lo[chunks][..., :2],
+                        c_hi[chunks][..., :2])
+  pos, threshold = _nearest.top_k_lower(lb, k)
+  return jnp.take_along_axis(chunks, pos, axis=-1), threshold
 
 
 def _nearest_listed(q: jax.Array, seg: jax.Array, seg_ok: jax.Array,
                     s: EdgeSearch):
-  """(..., 3) corners, (..., K) candidate segments -> each corner's nearest
-  candidate (lowest index on ties) and its stretched distance (...)."""
+  """(M, 3) corners, (M, K) candidate segments -> each corner's nearest
+  candidate (lowest index on ties) and its stretched distance (M,)."""
   table = s.table
   # Same arithmetic as the brute-force search (geometry.distance_one_point).
   _, off = geometry.segment_offsets(q[..., None, :], table['start'][seg],
@@ -181,7 +224,7 @@ def _nearest_listed(q: jax.Array, seg: jax.Array, seg_ok: jax.Array,
 
 def grid_distance(pts: jax.Array, valid: jax.Array, s: EdgeSearch,
                   config: GridConfig = GridConfig()
-                  ) -> tuple[jax.Array, jax.Array]:
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Signed distance of every corner to the road edges, exactly.
 
   Args:
@@ -191,78 +234,96 @@ def grid_distance(pts: jax.Array, valid: jax.Array, s: EdgeSearch,
     config: static sizes.
 
   Returns:
-    ``(signed (..., 4), redone)``: WOSAC's signed 2-D distance of each
-    corner (any value where not valid; ``-1e10`` on a map without road
-    edges), and how many corners the certificate left to the exact
-    re-search (int32 scalar).
+    ``(signed (..., 4), coarse, every)``: WOSAC's signed 2-D distance of
+    each corner (0 where not valid; ``-1e10`` on a map without road edges);
+    how many corners their fine cell's certificate left, searched again
+    over their coarse cell's list (int32); and how many of those that
+    certificate left too, searched over every segment (int32).
   """
   shape = valid.shape
-  q = pts.reshape(-1, 4, 3)
-  ok = valid.reshape(-1)
+  q = pts.reshape(-1, 3)
+  ok = jnp.repeat(valid.reshape(-1), 4)
   table = s.table
   members, member_ok, c_lo, c_hi = _chunks(s, config.chunk)
-  num_chunks = members.shape[0]
 
-  # One cell per box (four corners): the cell of its centre.
-  qs = q * s.stretch
-  cell, cell_lo, cell_hi = _cells(qs.mean(1)[:, :2], ok, config.grid)
+  # Two grids over the corners (module docstring, step 2).
+  has_chunk = jnp.any(member_ok, axis=1)[:, None]
+  map_lo = jnp.where(has_chunk, c_lo[:, :2], _INF).min(0)
+  map_hi = jnp.where(has_chunk, c_hi[:, :2], -_INF).max(0)
+  coarse, fine = config.grid, config.grid * config.refine
+  origin, size = _grid(q[:, :2], ok, coarse, map_lo, map_hi, config.margin)
+  coarse_lo, coarse_hi = _cell_boxes(origin, size, coarse)
+  coarse_list, coarse_thr = _nearest_chunks(
+      coarse_lo, coarse_hi, jnp.arange(members.shape[0]), c_lo, c_hi,
+      config.cell_chunks)
+  fine_lo, fine_hi = _cell_boxes(origin, size / config.refine, fine)
+  parent = _cell_of(0.5 * (fine_lo + fine_hi), origin, size, coarse)
+  fine_list, fine_thr = _nearest_chunks(
+      fine_lo, fine_hi, coarse_list[parent], c_lo, c_hi, config.fine_chunks)
+  # A chunk outside the coarse list is at least the coarse threshold from
+  # the coarse cell, so from each of its fine cells.
+  fine_thr = jnp.minimum(fine_thr, coarse_thr[parent])
+  signed_of = jax.vmap(lambda p, i: geometry.signed_at(p, i, table))
 
-  # Each cell's nearest chunks (2-D gaps: a cell is a column in z).
-  lb_cell = _nearest.box_gap(cell_lo[:, None], cell_hi[:, None],
-                             c_lo[None, :, :2], c_hi[None, :, :2])
-  k_cell = min(config.cell_chunks, num_chunks)
-  if k_cell < num_chunks:
-    listed, thr_cell = _nearest.top_k_lower(lb_cell, k_cell)
-  else:
-    listed = jnp.broadcast_to(jnp.arange(num_chunks), lb_cell.shape)
-    thr_cell = jnp.full(lb_cell.shape[:1], _INF)
+  def search(at, cell, lists, thresholds, lo, hi):
+    """Corners ``at`` against the segments their cells list; unsure
+    unless nearer than the cell's threshold less their gap to the cell."""
+    c = cell[at]
+    seg = members[lists[c]].reshape(at.shape[0], -1)
+    seg_ok = member_ok[lists[c]].reshape(seg.shape)
+    near, dist = _nearest_listed(q[at], seg, seg_ok, s)
+    xy = q[at, :2]
+    to_cell = _nearest.box_gap(xy, xy, lo[c], hi[c])
+    unsure = ok[at] & ~(dist < thresholds[c] - to_cell - _MARGIN)
+    return signed_of(q[at], near), unsure
 
-  # Each corner's nearest chunks among its cell's.
-  cand = listed[cell][:, None, :]  # (G, 1, k_cell)
-  lb_corner = _nearest.box_gap(qs[..., None, :], qs[..., None, :],
-                               c_lo[cand], c_hi[cand])  # (G, 4, k_cell)
-  k_corner = min(config.corner_chunks, k_cell)
-  if k_corner < k_cell:
-    pos, thr_corner = _nearest.top_k_lower(lb_corner, k_corner)
-    picked = jnp.take_along_axis(cand, pos, axis=-1)  # (G, 4, k_corner)
-  else:
-    picked = jnp.broadcast_to(cand, lb_corner.shape)
-    thr_corner = jnp.full(lb_corner.shape[:-1], _INF)
-  seg = members[picked].reshape(picked.shape[:2] + (-1,))
-  seg_ok = member_ok[picked].reshape(seg.shape)
-  nearest, best = _nearest_listed(q, seg, seg_ok, s)  # (G, 4)
+  def whole_map(at):
+    d = jax.vmap(lambda p: geometry.distance_one_point(
+        p, table, s.z_stretch))(q[at])
+    return d, jnp.zeros(at.shape, bool)
 
-  # The certificate, per corner (module docstring, step 4).
-  to_cell = _nearest.box_gap(qs[..., :2], qs[..., :2],
-                             cell_lo[cell][:, None], cell_hi[cell][:, None])
-  bound = jnp.minimum(thr_corner, thr_cell[cell][:, None] - to_cell)
-  unsure = (ok[:, None] & ~(best < bound - _MARGIN)).reshape(-1)
-
-  q_flat = q.reshape(-1, 3)
-  signed = jax.vmap(lambda p, i: geometry.signed_at(p, i, table))(
-      q_flat, nearest.reshape(-1))
-  signed = _redo(signed, unsure, q_flat, s, config.redo_slice)
+  fine_cell = _cell_of(q[:, :2], origin, size / config.refine, fine)
+  coarse_cell = _cell_of(q[:, :2], origin, size, coarse)
+  # The valid corners in slices, so that the candidates gathered stay small.
+  signed, unsure = _search_again(
+      jnp.zeros(ok.shape, jnp.float32), ok,
+      lambda at: search(at, fine_cell, fine_list, fine_thr, fine_lo,
+                        fine_hi), config.slice)
+  signed, still = _search_again(
+      signed, unsure, lambda at: search(at, coarse_cell, coarse_list,
+                                        coarse_thr, coarse_lo, coarse_hi),
+      config.list_slice)
+  signed, _ = _search_again(signed, still, whole_map, config.redo_slice)
   signed = jnp.where(jnp.any(table['valid']), signed, -_BIG)
-  return signed.reshape(shape + (4,)), jnp.sum(unsure, dtype=jnp.int32)
+  return (signed.reshape(shape + (4,)), jnp.sum(unsure, dtype=jnp.int32),
+          jnp.sum(still, dtype=jnp.int32))
 
 
-def _redo(signed: jax.Array, unsure: jax.Array, q: jax.Array, s: EdgeSearch,
-          size: int) -> jax.Array:
-  """``signed`` with the ``unsure`` queries searched over every segment,
-  ``size`` at a time, for as many slices as there are of them."""
+def _search_again(signed: jax.Array, unsure: jax.Array, search,
+                  size: int) -> tuple[jax.Array, jax.Array]:
+  """``signed`` with the ``unsure`` entries searched (again).
+
+  ``search(at (size,) indices) -> (signed (size,), still unsure (size,))``
+  runs on ``size`` of them at a time, for as many slices as there are (none
+  when nothing is unsure). Returns the updated ``signed`` and which entries
+  are still unsure.
+  """
   n = unsure.shape[0]
   size = min(size, n)
   slices = -(-n // size)
   num = jnp.sum(unsure, dtype=jnp.int32)
   (idx,) = jnp.nonzero(unsure, size=slices * size, fill_value=0)
 
-  def body(i, out):
+  def body(i, carry):
+    out, still = carry
     at = jax.lax.dynamic_slice(idx, (i * size,), (size,))
     live = i * size + jnp.arange(size) < num
-    d = jax.vmap(lambda p: geometry.distance_one_point(p, s.table,
-                                                       s.z_stretch))(q[at])
+    d, again = search(at)
     # Dead slots point past the end and are dropped (never a duplicate
     # write to a live index).
-    return out.at[jnp.where(live, at, n)].set(d, mode='drop')
+    at = jnp.where(live, at, n)
+    return (out.at[at].set(d, mode='drop'),
+            still.at[at].set(again, mode='drop'))
 
-  return jax.lax.fori_loop(0, (num + size - 1) // size, body, signed)
+  return jax.lax.fori_loop(0, (num + size - 1) // size, body,
+                           (signed, jnp.zeros_like(unsure)))

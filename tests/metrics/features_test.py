@@ -87,11 +87,11 @@ def _grid_roadgraph(seed=0, num_polylines=12, points=30):
 @pytest.mark.parametrize('search,redone', [
     (road_edge.GridConfig(), None),  # the default sizes
     # Lists far too short for most corners: most are searched again.
-    (road_edge.GridConfig(chunk=2, grid=4, cell_chunks=3, corner_chunks=1,
+    (road_edge.GridConfig(chunk=2, grid=2, refine=2, cell_chunks=3,
+                          fine_chunks=1, slice=64, list_slice=16,
                           redo_slice=7), 'most'),
-    # More chunks listed per cell than the map has: no cell certificate.
-    (road_edge.GridConfig(chunk=4, cell_chunks=4096, corner_chunks=2),
-     None),
+    # More chunks listed per cell than the map has: no cell threshold.
+    (road_edge.GridConfig(chunk=4, cell_chunks=4096, fine_chunks=2), None),
 ])
 def test_road_edge_distance_equals_brute_force(search, redone, tight):
   traj = _scattered(num_rollouts=4, num_objects=10, num_steps=16)
@@ -113,10 +113,11 @@ def test_road_edge_distance_equals_brute_force(search, redone, tight):
   if redone == 'most':
     ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), traj)
     rg = jax.tree.map(jnp.asarray, roadgraph)
-    _, count = road_edge.grid_distance(
+    _, listed, every = road_edge.grid_distance(
         F._edge_query_points(ev), ev.valid,
         road_edge.EdgeSearch.build(rg, rg.is_road_edge, 3.0, False), search)
-    assert int(count) > ev.valid.sum() * 4 // 2
+    # Both searches again ran, on most corners and on some.
+    assert int(listed) > ev.valid.sum() * 4 // 2 and int(every) > 0
 
 
 def _crossing_red_light():
@@ -179,7 +180,10 @@ def test_top_k_lower_is_a_certificate():
 
 def test_road_edge_distance_on_a_real_map_equals_brute_force(shared_womd):
   """Rollouts that wander tens of metres off the road (a weak policy's) on
-  a real map of thousands of half-metre road-edge segments."""
+  a real map of thousands of half-metre road-edge segments, and an object
+  parked ~100 km away for half the horizon (as log replay parks objects
+  absent from the log): exact, and the parked corners do not stretch the
+  grid (most corners are still certified)."""
   path = sorted((shared_womd / 'real').glob('real.tfrecord-*'))[0]
   ex = next(womd.read_examples([str(path)], womd.ReaderConfig(
       max_num_objects=32)))
@@ -193,6 +197,11 @@ def test_road_edge_distance_on_a_real_map_equals_brute_force(shared_womd):
                       valid=np.broadcast_to(log.valid[:, 10:11],
                                             traj.valid.shape).copy())
   eval_index = jnp.arange(16)
+  here = np.ones(traj.valid.shape, bool)
+  parked = int(np.flatnonzero(log.valid[:16].all(-1))[0])  # logged always
+  here[:, parked, 45:] = False
+  unparked = traj
+  traj = jax.tree.map(np.asarray, datatypes.park_invalid(traj, here))
   roadgraph = ex.state.roadgraph_points
   brute = F.distance_to_road_edge(traj, eval_index, roadgraph, prune=False)
   fast = jax.jit(lambda t, r: F.distance_to_road_edge(t, eval_index, r))(
@@ -200,4 +209,20 @@ def test_road_edge_distance_on_a_real_map_equals_brute_force(shared_womd):
   brute, fast = np.asarray(brute), np.asarray(fast)
   valid = brute > -1e9
   assert valid.sum() > 1000 and (brute[valid] > 5).mean() > 0.1
+  assert brute[:, parked, 50].min() > 1e4  # parked far from every edge
   np.testing.assert_allclose(fast, brute, atol=1e-5)
+  rg = jax.tree.map(jnp.asarray, roadgraph)
+  search = road_edge.EdgeSearch.build(rg, rg.is_road_edge, 3.0, False)
+
+  def searched_again(t):
+    ev = jax.tree.map(lambda a: jnp.take(a, eval_index, axis=-2), t)
+    _, listed, every = road_edge.grid_distance(F._edge_query_points(ev),
+                                               ev.valid, search)
+    return int(listed), int(every)
+
+  # Only the parked corners are searched again: the grid did not stretch.
+  parked_corners = 4 * int((~here[:, parked] & traj.valid[:, parked]).sum())
+  (listed0, every0), (listed1, every1) = map(searched_again,
+                                             (unparked, traj))
+  assert every1 - every0 == parked_corners
+  assert listed1 - listed0 == parked_corners
