@@ -10,8 +10,8 @@ On whatever device jax finds (a GPU when present), after compilation:
 * **sampler**: ``rollout.sample_rollouts``, 32 rollouts x 128 agent rows x
   80 steps of one scenario: seconds per scenario;
 * **ranking**: ``ranking.rank_rollouts`` of 64 rollouts x 128 agents x 80
-  steps (occupancy features, 8,192 entropic OT problems of 80 x 80, pairs):
-  ms per scenario;
+  steps (occupancy features, 8,192 entropic OT problems of 80 x 80, pairs)
+  on constant-velocity rollouts with a random-walk drift: ms per scenario;
 * **wosac**: ``wosac.scenario_metrics`` (2025 config) of 32 rollouts x 128
   rows: ms per scenario.
 
@@ -191,10 +191,22 @@ def _perturbed(state, num_rollouts, seed):
                      y=log.y + drift[..., 1].astype(np.float32))
 
 
+def _spreading(state, num_rollouts, seed):
+  """Rollouts shaped like a sampler's: every simulated agent moves at every
+  step (constant velocity with a random-walk drift, so rollouts spread
+  apart and leave the road); the log's parked placeholders would send the
+  simulated agents' corners ~100 km away, which no sampler does."""
+  cv = wosac.constant_velocity_rollouts(state, num_rollouts)
+  rng = np.random.default_rng(seed)
+  drift = np.cumsum(rng.normal(0, 0.1, cv.x.shape + (2,)), axis=-2)
+  return cv.replace(x=cv.x + drift[..., 0].astype(np.float32),
+                    y=cv.y + drift[..., 1].astype(np.float32))
+
+
 def bench_ranking(sts, num_rollouts, repeats, peak_matmul, peak_vector):
   config = ranking.RankingConfig()
   fn = jax.jit(functools.partial(ranking.rank_rollouts, config=config))
-  calls = [(s, _perturbed(s, num_rollouts, i), jax.random.key(i))
+  calls = [(s, _spreading(s, num_rollouts, i), jax.random.key(i))
            for i, s in enumerate(sts)]
   first, per, _ = _timed(lambda *a: fn(*a).distances, calls, repeats)
   # The Sinkhorn loop's trips: chunks of iterations run by the slowest

@@ -37,15 +37,13 @@ from prefalign.preference import occupancy
 from prefalign.preference import ranking
 
 
-def _road_edge(state, traj, agent_chunk):
-  """The road-edge distances the features compute, chunked as they are."""
+def _road_edge(state, traj):
+  """The road-edge distances the features compute, as they compute them."""
   index, mask = occupancy.agent_rows(state)
   full = wosac.full_trajectories(state, traj)
   future = jax.tree.map(lambda a: a[..., wosac.NOW + 1:], full)
-  return occupancy.by_agent_chunks(
-      lambda i, m: F.distance_to_road_edge(
-          future, i, state.roadgraph_points, eval_mask=m),
-      index, mask, agent_chunk)
+  return F.distance_to_road_edge(future, index, state.roadgraph_points,
+                                 eval_mask=mask)
 
 
 def _timed(fn, calls, repeats):
@@ -87,8 +85,7 @@ def main():
                [(s, t, jax.random.key(i)) for i, (s, t) in
                 enumerate(pairs)]),
       'features': (feats, pairs),
-      'road_edge': (jax.jit(functools.partial(
-          _road_edge, agent_chunk=config.agent_chunk)), pairs),
+      'road_edge': (jax.jit(_road_edge), pairs),
       'sinkhorn': (jax.jit(functools.partial(
           ranking.agent_distances, sinkhorn=config.sinkhorn,
           agent_chunk=config.agent_chunk)),

@@ -124,19 +124,17 @@ def agent_rows(state: datatypes.SimulatorState, agents: str = 'sim',
   raise ValueError(f"agents must be 'sim' or 'evaluated', got {agents!r}")
 
 
-def _agent_features(state: datatypes.SimulatorState,
-                    full: datatypes.Trajectory, index: jax.Array,
-                    mask: jax.Array, road_edge_kwargs
+def _agent_features(full: datatypes.Trajectory, index: jax.Array,
+                    mask: jax.Array, edge: jax.Array
                     ) -> tuple[jax.Array, jax.Array]:
-  """(phi (R + 1, E, 80, 5), valid (R + 1, E, 80)) of the rows ``index``."""
+  """(phi (R + 1, E, 80, 5), valid (R + 1, E, 80)) of the rows ``index``,
+  given their road-edge distances ``edge`` (R + 1, E, 80)."""
   ev = jax.tree.map(lambda a: jnp.take(a, index, axis=-2), full)
   speed, accel, ang_speed, _ = F.kinematic_features(ev.x, ev.y, ev.z, ev.yaw)
   kin_ok = F.central_valid(F.central_valid(ev.valid))
   fut = lambda a: a[..., _NOW + 1:]
   future = jax.tree.map(fut, full)
   dist = F.distance_to_nearest_object(future, index, eval_mask=mask)
-  edge = F.distance_to_road_edge(future, index, state.roadgraph_points,
-                                 eval_mask=mask, **(road_edge_kwargs or {}))
   speed, accel, ang_speed = fut(speed), fut(accel), fut(ang_speed)
   effort = jnp.sqrt(accel**2 + (speed * ang_speed)**2)
   phi = jnp.stack([
@@ -218,9 +216,10 @@ def occupancy_features(state: datatypes.SimulatorState,
       give it).
     agents, max_evaluated: which rows (``agent_rows``); static.
     road_edge_kwargs: passed to ``metrics.features.distance_to_road_edge``.
-    agent_chunk: agents per feature call (``by_agent_chunks``; static, 0:
-      all at once). Chunks of padding rows cost nothing; the result does
-      not depend on it.
+    agent_chunk: agents per call of the object-distance features
+      (``by_agent_chunks``; static, 0: all at once). Chunks of padding rows
+      cost nothing; the result does not depend on it. The road-edge search
+      runs over all agents at once (its cost follows the valid corners).
 
   Returns:
     'features': float32 (R + 1, E, 80, 5) in ``FEATURE_NAMES`` order, row 0
@@ -232,11 +231,16 @@ def occupancy_features(state: datatypes.SimulatorState,
   """
   index, mask = agent_rows(state, agents, max_evaluated)
   full = wosac.full_trajectories(state, rollouts)  # (R + 1, N, 91)
-  phi, valid = by_agent_chunks(
-      lambda i, m: _agent_features(state, full, i, m, road_edge_kwargs),
-      index, mask, agent_chunk)
-
   fut = lambda a: a[..., _NOW + 1:]
+  # The road-edge search over every agent at once: its grid is built once
+  # per scene, and it searches only the valid corners.
+  edge = F.distance_to_road_edge(jax.tree.map(fut, full), index,
+                                 state.roadgraph_points, eval_mask=mask,
+                                 **(road_edge_kwargs or {}))
+  phi, valid = by_agent_chunks(
+      lambda pos, m: _agent_features(full, index[pos], m, edge[:, pos]),
+      jnp.arange(index.shape[0]), mask, agent_chunk)
+
   ev_x = jnp.take(full.x[1:], index, axis=-2)
   ev_y = jnp.take(full.y[1:], index, axis=-2)
   log_ev = jax.tree.map(lambda a: jnp.take(a, index, axis=0),
