@@ -28,7 +28,8 @@ def train_config(config, workdir: pathlib.Path):
                                'config.pretrain.optimizer',
                                total_steps=p.num_steps),
       reader=common.reader_config(config, p.max_num_objects),
-      seed=config.seed, skip_bad_records=config.data.skip_bad_records)
+      seed=config.seed, skip_bad_records=config.data.skip_bad_records,
+      data_cache=str(workdir / p.data_cache) if p.data_cache else '')
 
 
 def run(config, workdir: pathlib.Path) -> str:

@@ -16,7 +16,7 @@ processes, records are split instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 import dataclasses
 import queue
 import threading
@@ -100,6 +100,7 @@ def scenarios(
     config: PipelineConfig = PipelineConfig(), *,
     filter_fn: Callable[[womd.ScenarioExample], bool] | None = None,
     stats: womd.ReadStats | None = None,
+    skip_records: Container[tuple[str, int]] = (),
 ) -> Iterator[womd.ScenarioExample]:
   """Streams converted scenarios from files, globs or ``name@N`` patterns.
 
@@ -109,6 +110,8 @@ def scenarios(
     config: sharding, shuffling, epochs and conversion.
     filter_fn: keep only examples for which it returns True.
     stats: receives read / skipped counts.
+    skip_records: ``(path, record)`` pairs passed over without converting
+      (e.g. those a resumed cache build already holds).
   """
   paths = womd.expand_paths(patterns)
   mine, split_records = shard_paths(paths, config.process_index,
@@ -119,7 +122,7 @@ def scenarios(
     order = list(mine)
     if config.shuffle:
       np.random.default_rng(config.seed + epoch).shuffle(order)
-    stream = _convert(order, config, stats, split_records)
+    stream = _convert(order, config, stats, split_records, skip_records)
     if config.num_epochs is None:  # an endless stream must yield something
       stream = _nonempty(stream, paths, stats)
     if filter_fn is not None:
@@ -131,13 +134,13 @@ def scenarios(
     epoch += 1
 
 
-def _convert(paths, config, stats, split_records):
+def _convert(paths, config, stats, split_records, skip_records=()):
   count = 0
   for path, index, scenario in womd.read_scenarios(
       paths, skip_bad_records=config.skip_bad_records, stats=stats):
     mine = count % config.process_count == config.process_index
     count += 1
-    if split_records and not mine:
+    if (split_records and not mine) or (path, index) in skip_records:
       continue
     ex = womd.convert_counted(scenario, config.reader, stats, path=path,
                               record=index,

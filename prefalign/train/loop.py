@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefalign import datatypes
+from prefalign.data import cache as scenario_cache
 from prefalign.data import pipeline
 from prefalign.data import womd
 from prefalign.model import motion_lm
@@ -74,6 +75,11 @@ class TrainConfig:
     skip_bad_records: skip and count unreadable or unusable records (their
       file, record and reason go to the log and the result's 'data')
       instead of stopping at the first one.
+    data_cache: a folder: the training files are converted once into
+      fixed-shape arrays there (``data.cache``; reused by later runs and
+      resumed if interrupted) and every batch is read back by index, a
+      fresh permutation per epoch (seed, epoch), so the loop does not wait
+      on parsing; '' converts the files as it streams them.
   """
   train_files: tuple[str, ...]
   eval_sets: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -94,6 +100,7 @@ class TrainConfig:
   num_devices: int | None = None
   progress: bool = True
   skip_bad_records: bool = False
+  data_cache: str = ''
 
 
 def check_config(config: TrainConfig, mesh) -> None:
@@ -134,6 +141,10 @@ def _local_batches(patterns, config: TrainConfig, *, train: bool,
                    stats: womd.ReadStats | None = None) -> Iterator[Any]:
   """This process's rows of every global batch, as numpy states (with
   ``with_ids``: ``(state, scenario ids)`` pairs)."""
+  if train and config.data_cache:
+    yield from _cached_batches(patterns, config, skip_batches, with_ids,
+                               stats)
+    return
   local = config.batch_size // jax.process_count()
   examples = pipeline.scenarios(list(patterns),
                                 _pipeline_config(config, train=train),
@@ -147,6 +158,33 @@ def _local_batches(patterns, config: TrainConfig, *, train: bool,
     if batch.batch_size < local:  # pad a short last eval batch
       state = _pad_batch(batch.state, local)
     yield (state, list(batch.scenario_ids)) if with_ids else state
+
+
+def _cached_batches(patterns, config: TrainConfig, skip_batches: int,
+                    with_ids: bool, stats: womd.ReadStats | None):
+  """``_local_batches`` from ``config.data_cache``: global batch ``k`` of
+  epoch ``e`` is slice ``k`` of a permutation drawn from (seed, e), so a
+  resumed run reads exactly the batches it would have."""
+  cache = scenario_cache.build(
+      list(patterns), config.reader, config.data_cache,
+      skip_bad_records=config.skip_bad_records, stats=stats,
+      progress=config.progress and jax.process_index() == 0)
+  size, local = config.batch_size, config.batch_size // jax.process_count()
+  per_epoch = len(cache) // size
+  if per_epoch < 1:
+    raise ValueError(f'data_cache {cache.folder}: {len(cache)} scenarios '
+                     f'cannot fill one batch of batch_size={size}')
+  order, order_epoch = None, -1
+  for step in itertools.count(skip_batches):
+    epoch, k = divmod(step, per_epoch)
+    if epoch != order_epoch:
+      order = np.random.default_rng([config.seed, epoch]).permutation(
+          len(cache))
+      order_epoch = epoch
+    rows = order[k * size:(k + 1) * size]
+    rows = rows[jax.process_index() * local:(jax.process_index() + 1) * local]
+    state = cache.states(rows)
+    yield (state, [cache.scenario_ids[i] for i in rows]) if with_ids else state
 
 
 def _no_token_rows(state: datatypes.SimulatorState, count: int):

@@ -68,6 +68,39 @@ def test_resume_ends_with_the_same_parameters(scenario_files, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_cached_data_trains_and_resumes_to_the_same_parameters(
+    scenario_files, tmp_path):
+  """With ``data_cache`` the files are converted once (the second run and
+  the resumed one read the cache), and a run stopped at step 3 resumes to
+  the parameters of one that was not: batches are a function of (seed,
+  step)."""
+  config = tiny_config(scenario_files, data_cache=str(tmp_path / 'cache'),
+                       **EIGHT_STEPS)
+  straight = loop.train_and_evaluate(config, tmp_path / 'straight')
+  [folder] = (tmp_path / 'cache').iterdir()
+  built = sorted(p.stat().st_mtime_ns for p in folder.rglob('*.npy'))
+
+  def stop_at_3(step, metrics):
+    del metrics
+    if step == 3:
+      raise _Stop()
+
+  with pytest.raises(_Stop):
+    loop.train_and_evaluate(config, tmp_path / 'resumed', callback=stop_at_3)
+  resumed = loop.train_and_evaluate(config, tmp_path / 'resumed')
+  assert resumed['step'] == 8
+  assert sorted(p.stat().st_mtime_ns for p in folder.rglob('*.npy')) == built
+  for a, b in zip(jax.tree.leaves(jax.device_get(resumed['params'])),
+                  jax.tree.leaves(jax.device_get(straight['params']))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # The cache gives other batches than the stream, so other parameters.
+  streamed = loop.train_and_evaluate(
+      tiny_config(scenario_files, **EIGHT_STEPS), tmp_path / 'streamed')
+  assert not all(np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(jax.device_get(streamed['params'])),
+      jax.tree.leaves(jax.device_get(straight['params']))))
+
+
 @pytest.mark.parametrize('change, message', [
     (dict(batch_size=12), 'batch_size=12 is not a positive multiple'),
     (dict(train_files=('/nonexistent/*.tfrecord',)),
