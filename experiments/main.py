@@ -27,6 +27,9 @@ def main(argv):
     # progress bars and stage lines unless asked (--verbosity=0).
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  if config.compilation_cache:
+    from prefalign import compilation_cache
+    compilation_cache.enable(config.compilation_cache)
   if config.distributed:
     import jax
     # Multi-host: coordinator address, process count and id come from the

@@ -38,6 +38,9 @@ def get_config(arg=None):
   config.seed = 0  # root of every random choice of the job
   config.stages = ('data', 'inspect', 'replay')  # which stages, in order
   config.distributed = False  # jax.distributed.initialize() (multi-host)
+  # A folder for compiled programs, so that a rerun or a resumed job loads
+  # them instead of compiling ('': none; prefalign.compilation_cache).
+  config.compilation_cache = ''
   # Explicit multi-process launch (else found from SLURM / Open MPI / TPU pod
   # environments): host:port of process 0, number of processes, this one's id.
   config.coordinator_address = ''

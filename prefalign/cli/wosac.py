@@ -28,6 +28,7 @@ import time
 
 import jax
 
+from prefalign import compilation_cache
 from prefalign import fileio
 from prefalign.data import submission
 from prefalign.data import submission_files
@@ -163,7 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help='required rollouts per scenario (0: any)')
   parser.add_argument('--json', action='store_true',
                       help='JSON lines instead of a table')
+  parser.add_argument('--compilation-cache', default='', metavar='DIR',
+                      help='keep compiled metric programs in DIR, so that '
+                      'later runs load them instead of compiling')
   args = parser.parse_args(argv)
+  if args.compilation_cache:
+    try:
+      compilation_cache.enable(args.compilation_cache)
+    except ValueError as e:
+      print(f'prefalign-wosac: error: {e}', file=sys.stderr)
+      return 2
   config = wosac.get_config(args.challenge)
   per_scenario = []
   if not args.json:

@@ -1,7 +1,10 @@
 """prefalign-wosac end to end on synthetic scenarios; its bad-input errors."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -126,3 +129,25 @@ def test_the_shared_real_scenarios_compile_at_most_three_shapes(shared_womd):
     count += 1
   assert count == 40
   assert len(shapes) <= 3, shapes
+
+
+def test_compilation_cache_flag(tmp_path, capsys):
+  """A folder that cannot be made is named (before any work); one that can
+  receives the compiled programs of a fresh process."""
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  spath, rpath = _write(tmp_path, scenario_ids=('cli-a',))
+  assert wosac_cli.main(['--scenarios', spath, '--rollouts', rpath,
+                         '--compilation-cache', str(blocker / 'c')]) == 2
+  assert f'compilation cache {blocker / "c"}' in capsys.readouterr().err
+  folder = tmp_path / 'jax'
+  code = ('import jax, jax.numpy as jnp\n'
+          'from prefalign import compilation_cache\n'
+          f'compilation_cache.enable({str(folder)!r}, 0.0)\n'
+          'f = jax.jit(lambda x: jnp.sin(x) @ x)\n'
+          'f(jnp.ones((8, 8))).block_until_ready()\n')
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('JAX_COMPILATION_CACHE')}
+  subprocess.run([sys.executable, '-c', code], check=True, env=env,
+                 timeout=300)
+  assert any(folder.iterdir())
