@@ -13,12 +13,13 @@ how far the rollouts spread:
    midpoints (neighbours in space are neighbours in the order), are cut
    into chunks of ``chunk`` segments, each with a bounding box (stretched
    space).
-2. **Grids.** A ``grid`` x ``grid`` grid covers the corners (it stretches
+2. **Grids.** A grid of coarse cells covers the corners (it stretches
    with them, up to ``margin`` past the road edges). Each coarse cell lists
-   the ``cell_chunks`` chunks of least gap to it; each of its ``refine`` x
-   ``refine`` fine cells lists the ``fine_chunks`` of least gap among
-   those. With each list goes a threshold: the least gap of a chunk left
-   out. Selections run per cell, not per corner.
+   the ``cell_groups`` groups of ``group`` neighbouring chunks of least gap
+   to it; each of its ``refine`` x ``refine`` fine cells lists the
+   ``fine_chunks`` chunks of least gap among those. With each list goes a
+   threshold: the least gap of what it left out. Selections run per cell,
+   not per corner.
 3. **Certificate.** A corner ``q`` searches the segments its fine cell
    lists; if its best distance ``d`` is below the cell's threshold minus
    ``q``'s distance to the cell, no segment left out can be nearer (by the
@@ -37,6 +38,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from prefalign import datatypes
 from prefalign.metrics import _nearest
@@ -56,9 +58,11 @@ class GridConfig(NamedTuple):
 
   Attributes:
     chunk: neighbouring segments per bounding box.
-    grid: coarse cells per side of the grid over the corners.
+    group: neighbouring chunks per box the coarse cells choose among.
+    grid: coarse cells per side of the grid over the corners (0: from the
+      number of boxes, 16 to 64).
     refine: fine cells per side of a coarse cell.
-    cell_chunks: chunks listed per coarse cell (of the whole map's).
+    cell_groups: groups listed per coarse cell (of the whole map's).
     fine_chunks: chunks listed per fine cell (of its coarse cell's).
     margin: how far past the road edges' bounding box the grid reaches (m).
     slice: corners per slice of the first search (fine cells).
@@ -66,9 +70,10 @@ class GridConfig(NamedTuple):
     redo_slice: corners per slice of the search over every segment.
   """
   chunk: int = 4
-  grid: int = 64
+  group: int = 4
+  grid: int = 0
   refine: int = 4
-  cell_chunks: int = 64
+  cell_groups: int = 16
   fine_chunks: int = 16
   margin: float = 50.0
   slice: int = 16384
@@ -168,6 +173,14 @@ def _grid(xy: jax.Array, valid: jax.Array, cells: int, map_lo: jax.Array,
   return origin, size
 
 
+def _auto_grid(boxes: int) -> int:
+  """Coarse cells per side for ``boxes`` boxes: 16 to 64, growing with the
+  square root of their number (the grid's cost is per cell, the search's
+  per corner)."""
+  side = int(np.sqrt(max(boxes, 1)) / 8)
+  return int(min(64, max(16, 2 ** int(np.round(np.log2(max(side, 1)))))))
+
+
 def _cell_of(xy: jax.Array, origin: jax.Array, size: jax.Array, cells: int):
   """(...) row-major cell index of (..., 2) points, clamped to the grid."""
   ij = jnp.clip(jnp.floor((xy - origin) / size).astype(jnp.int32), 0,
@@ -250,12 +263,26 @@ def grid_distance(pts: jax.Array, valid: jax.Array, s: EdgeSearch,
   has_chunk = jnp.any(member_ok, axis=1)[:, None]
   map_lo = jnp.where(has_chunk, c_lo[:, :2], _INF).min(0)
   map_hi = jnp.where(has_chunk, c_hi[:, :2], -_INF).max(0)
-  coarse, fine = config.grid, config.grid * config.refine
+  coarse = config.grid or _auto_grid(q.shape[0] // 4)
+  fine = coarse * config.refine
   origin, size = _grid(q[:, :2], ok, coarse, map_lo, map_hi, config.margin)
   coarse_lo, coarse_hi = _cell_boxes(origin, size, coarse)
-  coarse_list, coarse_thr = _nearest_chunks(
-      coarse_lo, coarse_hi, jnp.arange(members.shape[0]), c_lo, c_hi,
-      config.cell_chunks)
+  # Coarse cells choose among groups of ``group`` neighbouring chunks (a
+  # group's box bounds its chunks'): a selection over fewer, larger boxes.
+  num_groups = -(-members.shape[0] // config.group)
+  pad = num_groups * config.group - members.shape[0]
+  grouped = jnp.arange(num_groups * config.group).reshape(num_groups, -1)
+  g_lo = jnp.pad(c_lo, ((0, pad), (0, 0)), constant_values=_INF)[
+      grouped].min(1)
+  g_hi = jnp.pad(c_hi, ((0, pad), (0, 0)), constant_values=-_INF)[
+      grouped].max(1)
+  picked, coarse_thr = _nearest_chunks(
+      coarse_lo, coarse_hi, jnp.arange(num_groups), g_lo, g_hi,
+      config.cell_groups)
+  # Ids past the last chunk (padding) repeat it: a duplicate candidate
+  # changes no distance.
+  coarse_list = jnp.minimum(grouped[picked].reshape(picked.shape[0], -1),
+                            members.shape[0] - 1)
   fine_lo, fine_hi = _cell_boxes(origin, size / config.refine, fine)
   parent = _cell_of(0.5 * (fine_lo + fine_hi), origin, size, coarse)
   fine_list, fine_thr = _nearest_chunks(

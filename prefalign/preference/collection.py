@@ -29,6 +29,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import tqdm
 
@@ -95,25 +98,55 @@ def _log_tokens(state: datatypes.SimulatorState,
                             state.object_metadata.object_types, config).tokens
 
 
+def _sample_and_rank(params, states: datatypes.SimulatorState,
+                     indices: jax.Array, root: jax.Array, *,
+                     model_config: motion_lm.ModelConfig,
+                     ranking_config: ranking_lib.RankingConfig,
+                     num_rollouts: int, sampling: rollout.SamplingConfig):
+  """Samples and ranks scenarios one after another (``lax.map``).
+
+  Scenario ``i`` (``indices``) samples with ``fold_in(fold_in(root, i), 0)``
+  and ranks with ``fold_in(fold_in(root, i), 1)``.
+
+  Args:
+    states: SimulatorState (D, ...).
+    indices: int32 (D,) the scenarios' indices in the collection.
+
+  Returns:
+    ``(tokens int (D, R, N, K), Ranking with a leading (D,))``.
+  """
+  def one(args):
+    state, index = args
+    key = jax.random.fold_in(root, index)
+    out = rollout.sample_rollouts(
+        params, jax.tree.map(lambda a: a[None], state),
+        jax.random.fold_in(key, 0), config=model_config,
+        num_rollouts=num_rollouts, sampling=sampling)
+    traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out))
+    r = ranking_lib.rank_rollouts(state, traj, jax.random.fold_in(key, 1),
+                                  ranking_config)
+    return out.tokens[0], r
+
+  return jax.lax.map(one, (states, indices))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Sampler:
   """What every scenario of one collection is sampled and ranked with.
 
   Attributes:
-    params: the reference model's parameters.
-    sample: ``rollout.sample_rollouts_jit`` of one scenario (batch of 1)
-      with this collection's static arguments bound.
-    rank: ``ranking.rank_rollouts_jit`` with the ranking config bound.
+    params: the reference model's parameters, on every device of the mesh.
+    run: ``(params, states (D, ...), indices (D,)) -> (tokens, rankings)``:
+      ``_sample_and_rank`` over the mesh, D / devices scenarios per device.
     tokenize: jitted ``_log_tokens``.
-    root: the key scenario i folds i into.
+    mesh: the devices (``'data'`` axis).
     num_rollouts: R.
     keep_all_rollouts: store every rollout and the log, not only the paired.
   """
   params: Any
-  sample: Callable
-  rank: Callable
+  run: Callable
   tokenize: Callable
-  root: jax.Array
+  mesh: Mesh
   num_rollouts: int
   keep_all_rollouts: bool
 
@@ -121,35 +154,57 @@ class _Sampler:
 def _sampler(params, model_config: motion_lm.ModelConfig,
              ranking_config: ranking_lib.RankingConfig, *, num_rollouts: int,
              sampling: rollout.SamplingConfig, seed: int,
-             keep_all_rollouts: bool) -> _Sampler:
+             keep_all_rollouts: bool, mesh: Mesh) -> _Sampler:
   """The jitted programs of one collection (see ``collect``'s arguments)."""
+  root = jax.random.key(seed)
+  body = functools.partial(
+      _sample_and_rank, root=root, model_config=model_config,
+      ranking_config=ranking_config, num_rollouts=num_rollouts,
+      sampling=sampling)
+  # Each device samples and ranks its own scenarios: the ranking's skips
+  # (agent chunks without agents, certified searches) stay branches, which
+  # they would not under vmap.
+  run = jax.jit(jax.shard_map(
+      body, mesh=mesh, in_specs=(P(), P('data'), P('data')),
+      out_specs=P('data'), check_vma=False))
   return _Sampler(
-      params=params,
-      sample=functools.partial(
-          rollout.sample_rollouts_jit, config=model_config,
-          num_rollouts=num_rollouts, sampling=sampling),
-      rank=functools.partial(ranking_lib.rank_rollouts_jit,
-                             config=ranking_config),
+      params=jax.device_put(params, NamedSharding(mesh, P())), run=run,
       tokenize=jax.jit(functools.partial(_log_tokens,
                                          config=model_config.tokenizer)),
-      root=jax.random.key(seed), num_rollouts=num_rollouts,
+      mesh=mesh, num_rollouts=num_rollouts,
       keep_all_rollouts=keep_all_rollouts)
 
 
-def _scenario_record(sampler: _Sampler, ex: womd.ScenarioExample,
-                     index: int) -> records_lib.PreferenceRecord | None:
-  """Samples and ranks scenario ``index`` of the collection.
+def _records(sampler: _Sampler, group: list[womd.ScenarioExample],
+             start: int) -> list[records_lib.PreferenceRecord | None]:
+  """Samples and ranks scenarios ``start`` .. of one call (at most one per
+  device; the call is padded to the mesh with copies of the last).
 
   Returns:
-    Its record: the token ids (U, N, K) of the paired rollouts (of all R and
-    the log with ``keep_all_rollouts``), the pairs and every distance; None
-    when no agent counts in the scene distance.
+    Each scenario's record: the token ids (U, N, K) of the paired rollouts
+    (of all R and the log with ``keep_all_rollouts``), the pairs and every
+    distance; None when no agent counts in the scene distance.
   """
-  key = jax.random.fold_in(sampler.root, index)
-  batch = jax.tree.map(lambda a: np.asarray(a)[None], ex.state)
-  out = sampler.sample(sampler.params, batch, jax.random.fold_in(key, 0))
-  traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out))
-  r = jax.device_get(sampler.rank(ex.state, traj, jax.random.fold_in(key, 1)))
+  size = sampler.mesh.devices.size
+  padded = group + [group[-1]] * (size - len(group))
+  states = datatypes.stack([ex.state for ex in padded])
+  indices = np.arange(start, start + size, dtype=np.int32)
+  sharding = NamedSharding(sampler.mesh, P('data'))
+  tokens, ranked = jax.device_get(sampler.run(
+      sampler.params, jax.device_put(states, sharding),
+      jax.device_put(indices, sharding)))
+  return [_record(sampler, ex, tokens[j],
+                  jax.tree.map(functools.partial(_row, j=j), ranked))
+          for j, ex in enumerate(group)]
+
+
+def _row(a: np.ndarray, j: int) -> np.ndarray:
+  return a[j]
+
+
+def _record(sampler: _Sampler, ex: womd.ScenarioExample, tokens: np.ndarray,
+            r: ranking_lib.Ranking) -> records_lib.PreferenceRecord | None:
+  """One scenario's record from its (R, N, K) tokens and its ranking."""
   if not np.any(r.agent_counted):
     return None
   used, pairs = _unique_sequences(r)
@@ -157,7 +212,7 @@ def _scenario_record(sampler: _Sampler, ex: womd.ScenarioExample,
     every = np.arange(records_lib.LOG, sampler.num_rollouts, dtype=np.int32)
     pairs = np.searchsorted(every, used)[pairs]
     used = every
-  ids = np.asarray(out.tokens[0])[np.maximum(used, 0)]
+  ids = np.asarray(tokens)[np.maximum(used, 0)]
   if np.any(used == records_lib.LOG):
     ids[used == records_lib.LOG] = np.asarray(sampler.tokenize(ex.state))
   return records_lib.PreferenceRecord(
@@ -192,16 +247,18 @@ def _write_shard(sampler: _Sampler, path: pathlib.Path,
     The ids of the scenarios without a record (no agent counted).
   """
   skipped = []
+  size = sampler.mesh.devices.size
   with tfrecord.TFRecordWriter(path) as writer:
-    for index, ex in enumerate(chunk, start):
-      rec = _scenario_record(sampler, ex, index)
-      bar.update(1)
-      if rec is None:
-        skipped.append(ex.scenario_id)
-        continue
-      writer.write(records_lib.encode_record(rec))
-      if on_record is not None:
-        on_record(rec)
+    for at in range(0, len(chunk), size):
+      group = chunk[at:at + size]
+      for ex, rec in zip(group, _records(sampler, group, start + at)):
+        bar.update(1)
+        if rec is None:
+          skipped.append(ex.scenario_id)
+          continue
+        writer.write(records_lib.encode_record(rec))
+        if on_record is not None:
+          on_record(rec)
   return skipped
 
 
@@ -228,6 +285,7 @@ def collect(params, model_config: motion_lm.ModelConfig,
             scenarios_per_shard: int = 64, seed: int = 0,
             max_scenarios: int = 0, keep_all_rollouts: bool = False,
             meta: dict | None = None,
+            mesh: Mesh | None = None,
             progress: bool = True,
             on_record: (Callable[[records_lib.PreferenceRecord], None]
                         | None) = None) -> dict[str, Any]:
@@ -251,6 +309,9 @@ def collect(params, model_config: motion_lm.ModelConfig,
       strategy (the baselines at one sampling and ranking cost;
       R x N x K int16 per scenario).
     meta: extra JSON-able facts stored in meta.json (e.g. the checkpoint).
+    mesh: the devices (a ``'data'`` axis, as ``train.parallel.make_mesh``
+      gives; by default every local device): each call samples and ranks
+      one scenario per device. The records do not depend on it.
     progress: a progress bar.
     on_record: called with each new record.
 
@@ -271,9 +332,11 @@ def collect(params, model_config: motion_lm.ModelConfig,
       'top_k': sampling.top_k, 'top_p': sampling.top_p,
       'scenarios_per_shard': scenarios_per_shard, 'seed': seed,
       'keep_all_rollouts': keep_all_rollouts, **(meta or {})}))
+  if mesh is None:
+    mesh = Mesh(np.asarray(jax.local_devices()), ('data',))
   sampler = _sampler(params, model_config, ranking_config,
                      num_rollouts=num_rollouts, sampling=sampling, seed=seed,
-                     keep_all_rollouts=keep_all_rollouts)
+                     keep_all_rollouts=keep_all_rollouts, mesh=mesh)
   bar = tqdm.tqdm(total=max_scenarios or None, desc='collect',
                   unit='scenario', disable=not progress)
   index, skipped = 0, []

@@ -87,11 +87,11 @@ def _grid_roadgraph(seed=0, num_polylines=12, points=30):
 @pytest.mark.parametrize('search,redone', [
     (road_edge.GridConfig(), None),  # the default sizes
     # Lists far too short for most corners: most are searched again.
-    (road_edge.GridConfig(chunk=2, grid=2, refine=2, cell_chunks=3,
+    (road_edge.GridConfig(chunk=2, group=2, grid=2, refine=2, cell_groups=2,
                           fine_chunks=1, slice=64, list_slice=16,
                           redo_slice=7), 'most'),
     # More chunks listed per cell than the map has: no cell threshold.
-    (road_edge.GridConfig(chunk=4, cell_chunks=4096, fine_chunks=2), None),
+    (road_edge.GridConfig(chunk=4, cell_groups=4096, fine_chunks=2), None),
 ])
 def test_road_edge_distance_equals_brute_force(search, redone, tight):
   traj = _scattered(num_rollouts=4, num_objects=10, num_steps=16)
@@ -220,9 +220,10 @@ def test_road_edge_distance_on_a_real_map_equals_brute_force(shared_womd):
                                                ev.valid, search)
     return int(listed), int(every)
 
-  # Only the parked corners are searched again: the grid did not stretch.
+  # About the parked corners alone are searched again (the grid did not
+  # stretch; its cells move a little with the other corners).
   parked_corners = 4 * int((~here[:, parked] & traj.valid[:, parked]).sum())
   (listed0, every0), (listed1, every1) = map(searched_again,
                                              (unparked, traj))
-  assert every1 - every0 == parked_corners
-  assert listed1 - listed0 == parked_corners
+  assert abs(every1 - every0 - parked_corners) <= 0.05 * parked_corners
+  assert abs(listed1 - listed0 - parked_corners) <= 0.05 * parked_corners

@@ -67,6 +67,45 @@ def test_collect_writes_shards_and_summary(setup):
   assert summary['gap']['p5'] >= 0
 
 
+def test_collection_over_devices_equals_one_scenario_at_a_time(setup):
+  """The records of the 8-device collection (one call samples and ranks
+  every scenario of a shard, one per device) are those of sampling and
+  ranking each scenario on its own with the library's jitted functions:
+  the same rollouts, pairs and token sequences, and distances equal to the
+  rounding of float32 Sinkhorn iterations compiled in other programs."""
+  assert jax.device_count() == 8  # tests/conftest.py
+  _collect(setup, 'a')
+  root, _, examples, params = setup
+  single = collection.collect(
+      params, TINY_MODEL, examples, root / 'a1', ranking_config=CONFIG,
+      num_rollouts=4, scenarios_per_shard=2, seed=3, progress=False,
+      mesh=jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',)))
+  assert single['num_scenarios'] == 3
+  for i, (ex, rec, one) in enumerate(zip(
+      examples, records.read_records(root / 'a'),
+      records.read_records(root / 'a1'))):
+    for field in ('scenario_id', 'record', 'sequences', 'sequence_rollout',
+                  'pairs', 'agent_counted'):
+      np.testing.assert_array_equal(getattr(rec, field), getattr(one, field))
+    for field in ('distances', 'ot_distances', 'ade', 'agent_distances'):
+      np.testing.assert_allclose(getattr(rec, field), getattr(one, field),
+                                 rtol=1e-4, atol=1e-5)
+    key = jax.random.fold_in(jax.random.key(3), i)
+    out = rollout.sample_rollouts_jit(
+        params, jax.tree.map(lambda a: np.asarray(a)[None], ex.state),
+        jax.random.fold_in(key, 0), config=TINY_MODEL, num_rollouts=4)
+    traj = jax.tree.map(lambda a: a[0], rollout.to_metric_trajectory(out))
+    r = jax.device_get(ranking.rank_rollouts_jit(
+        ex.state, traj, jax.random.fold_in(key, 1), config=CONFIG))
+    np.testing.assert_allclose(rec.distances, r.distances, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_array_equal(rec.preferred_rollouts, r.preferred)
+    np.testing.assert_array_equal(rec.unpreferred_rollouts, r.unpreferred)
+    tokens = np.asarray(out.tokens[0])
+    for seq, u in zip(rec.sequences, rec.sequence_rollout):
+      np.testing.assert_array_equal(seq, tokens[u])
+
+
 def test_resume_rewrites_only_missing_shards(setup):
   _collect(setup, 'b')
   root = setup[0]
