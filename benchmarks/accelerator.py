@@ -13,7 +13,13 @@ On whatever device jax finds (a GPU when present), after compilation:
   steps (occupancy features, 8,192 entropic OT problems of 80 x 80, pairs)
   on constant-velocity rollouts with a random-walk drift: ms per scenario;
 * **wosac**: ``wosac.scenario_metrics`` (2025 config) of 32 rollouts x 128
-  rows: ms per scenario.
+  rows: ms per scenario;
+* **collect** (``--only ...,collect``): ``collection.collect`` at 64
+  rollouts x 128 rows, one scenario per local device per call (sample,
+  rank, write records): scenarios/s;
+* **loop** (``--only train,...,loop``): the whole pre-training loop
+  (``train_and_evaluate`` with ``data_cache``) at the train row's size:
+  steps/s and their share of the step alone.
 
 Floors: FLOPs counted on the jaxpr with every loop unrolled
 (``benchmarks/_flops.py``; XLA's own cost analysis counts a loop body once)
@@ -43,6 +49,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -57,11 +64,14 @@ import _shared
 from prefalign import datatypes
 from prefalign import rollout
 from prefalign.data import synthetic
+from prefalign.data import tfrecord
 from prefalign.data import womd
 from prefalign.metrics import wosac
 from prefalign.model import motion_lm
+from prefalign.preference import collection
 from prefalign.preference import occupancy
 from prefalign.preference import ranking
+from prefalign.train import loop
 from prefalign.train import parallel
 from prefalign.train import steps
 from prefalign.train.state import TrainState
@@ -238,12 +248,77 @@ def bench_wosac(sts, num_rollouts, repeats, peak_matmul, peak_vector):
                 agents=calls[0][0].log_trajectory.shape[-2])
 
 
+def bench_collect(model, sts, num_rollouts, num_scenarios):
+  """``collection.collect`` (sample, rank, write records), one scenario per
+  local device per call: scenarios/s after the first call (compilation)."""
+  one = jax.tree.map(lambda a: a[None], sts[0])
+  params = motion_lm.init(jax.random.key(0), model,
+                          *steps.model_inputs(one, model))
+  per_call = jax.local_device_count()
+  examples = [womd.ScenarioExample(state=sts[i % len(sts)],
+                                   scenario_id=f'bench-{i}')
+              for i in range(per_call * (num_scenarios + 1))]
+  with tempfile.TemporaryDirectory() as out:
+    kw = dict(num_rollouts=num_rollouts, progress=False,
+              scenarios_per_shard=per_call)
+    t0 = time.perf_counter()
+    collection.collect(params, model, examples[:per_call],
+                       pathlib.Path(out) / 'first', **kw)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    collection.collect(params, model, examples[per_call:],
+                       pathlib.Path(out) / 'rest', **kw)
+    seconds = (time.perf_counter() - t0) / (len(examples) - per_call)
+  return {'seconds': seconds, 'first_call_s': first,
+          'scenarios_per_s': 1 / seconds, 'rollouts': num_rollouts,
+          'agents': sts[0].log_trajectory.shape[-2],
+          'scenarios_per_call': per_call}
+
+
+def bench_loop(model, batch_size, rows, num_steps, step_seconds):
+  """``train_and_evaluate`` with ``data_cache`` on the shared real WOMD
+  files (synthetic ones without them): steps/s of the logged windows after
+  the first, against the step alone (``step_seconds``, the train row)."""
+  files = sorted(str(p) for p in (_shared.WOMD / 'real').glob(
+      'real.tfrecord-*'))
+  with tempfile.TemporaryDirectory() as root:
+    root = pathlib.Path(root)
+    if not files:
+      files = [str(root / 'synthetic.tfrecord')]
+      tfrecord.write_records(files[0], [
+          synthetic.straight_road_scenario(f'loop-{i}', seed=i,
+                                           num_vehicles=min(rows, 40),
+                                           road_length=400.0
+                                           ).SerializeToString()
+          for i in range(2 * batch_size)])
+    log_every = max(num_steps // 4, 1)
+    config = loop.TrainConfig(
+        train_files=tuple(files), model=model, batch_size=batch_size,
+        reader=womd.ReaderConfig(max_num_objects=rows), num_steps=num_steps,
+        log_every=log_every, eval_every=num_steps,
+        checkpoint_every=num_steps, unigram_batches=1, progress=False,
+        data_cache=str(root / 'cache'),
+        optimizer=steps.OptimizerConfig(total_steps=num_steps))
+    loop.train_and_evaluate(config, root / 'run')
+    rates = [json.loads(line)['steps_per_second'] for line in
+             (root / 'run' / 'metrics.jsonl').read_text().splitlines()
+             if '"split": "train"' in line]
+  rate = statistics.median(rates[1:])
+  return {'seconds': 1 / rate, 'steps_per_s': rate,
+          'of_step_alone': step_seconds * rate,
+          'batch_size': batch_size, 'agents': rows,
+          'source': 'synthetic' if 'synthetic' in files[0] else 'shared real'}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--train_batch', type=int, default=32)
   parser.add_argument('--scenarios', type=int, default=3)
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--only', default='train,sampler,ranking,wosac')
+  parser.add_argument('--collect_scenarios', type=int, default=8,
+                      help='calls timed by the collect row')
+  parser.add_argument('--loop_steps', type=int, default=40)
   parser.add_argument('--quick', action='store_true',
                       help='tiny sizes and model: checks the script runs')
   parser.add_argument('--peak_matmul_tflops', type=float, default=None)
@@ -281,6 +356,11 @@ def main():
                                        peak_matmul, peak_vector),
       'wosac': lambda: bench_wosac(sts, metric_r, args.repeats, peak_matmul,
                                    peak_vector),
+      'collect': lambda: bench_collect(model, sts, rank_r,
+                                       args.collect_scenarios),
+      'loop': lambda: bench_loop(
+          model, args.train_batch, train_rows, args.loop_steps,
+          result['results'].get('train', {}).get('seconds', float('nan'))),
   }
   for name in args.only.split(','):
     if name not in benches:
@@ -295,6 +375,15 @@ def main():
   print('|---|---|---|---|---|---|')
   for name, e in result['results'].items():
     size = f'{e.get("batch_size", e.get("rollouts"))} x {e["agents"]}'
+    if name == 'collect':
+      print(f'| collect | {size} | {1e3 * e["seconds"]:.2f} ms | - | - | '
+            f'{e["scenarios_per_s"]:.2f} scenarios/s |')
+      continue
+    if name == 'loop':
+      print(f'| loop | {size} | {1e3 * e["seconds"]:.2f} ms | - | - | '
+            f'{e["steps_per_s"]:.2f} steps/s, '
+            f'{100 * e["of_step_alone"]:.0f} % of the step alone |')
+      continue
     note = (f'{e["examples_per_s"]:.1f} examples/s, '
             f'{e["tokens_per_s"]:,.0f} tokens/s, MFU {100 * e["mfu"]:.2f}%'
             if name == 'train' else f'{e["gflop"]:.1f} GFLOP')

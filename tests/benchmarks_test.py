@@ -46,7 +46,8 @@ def test_accelerator_script_runs(tmp_path):
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
       [sys.executable, str(ROOT / 'benchmarks' / 'accelerator.py'), '--quick',
-       '--only', 'train,sampler,wosac', '--peak_matmul_tflops', '0.1',
+       '--only', 'train,sampler,wosac,collect,loop', '--collect_scenarios',
+       '1', '--loop_steps', '4', '--peak_matmul_tflops', '0.1',
        '--peak_vector_tflops', '0.1', '--json', str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
       env=dict(os.environ, PREFALIGN_SHARED_DATA=str(tmp_path)))
@@ -58,4 +59,10 @@ def test_accelerator_script_runs(tmp_path):
     assert e['seconds'] > 0 and e['floor_seconds'] > 0 and e['gflop'] > 0
     assert e['gap'] == pytest.approx(e['seconds'] / e['floor_seconds'])
   assert 0 < result['results']['train']['mfu'] < 1
+  collect = result['results']['collect']
+  assert collect['scenarios_per_s'] > 0 and collect['scenarios_per_call'] == (
+      jax.device_count())
+  run = result['results']['loop']
+  assert run['steps_per_s'] > 0 and run['source'] == 'synthetic'
+  assert 0 < run['of_step_alone'] < 10
   assert '| train | 8 x 16 |' in proc.stdout
