@@ -28,6 +28,7 @@ import pathlib
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
@@ -309,9 +310,13 @@ def collect(params, model_config: motion_lm.ModelConfig,
       strategy (the baselines at one sampling and ranking cost;
       R x N x K int16 per scenario).
     meta: extra JSON-able facts stored in meta.json (e.g. the checkpoint).
-    mesh: the devices (a ``'data'`` axis, as ``train.parallel.make_mesh``
-      gives; by default every local device): each call samples and ranks
-      one scenario per device. The records do not depend on it.
+    mesh: this process's devices (a ``'data'`` axis, as
+      ``train.parallel.make_mesh`` gives; by default every local device):
+      each call samples and ranks one scenario per device. The records do
+      not depend on it. With several processes (``jax.distributed``) every
+      process reads the same ``examples`` and writes shards ``k`` with ``k
+      mod process_count == process_index``; all return the summary of
+      every shard (``skipped_no_agents`` lists this process's scenarios).
     progress: a progress bar.
     on_record: called with each new record.
 
@@ -340,18 +345,27 @@ def collect(params, model_config: motion_lm.ModelConfig,
   bar = tqdm.tqdm(total=max_scenarios or None, desc='collect',
                   unit='scenario', disable=not progress)
   index, skipped = 0, []
+  process, processes = jax.process_index(), jax.process_count()
   for shard, chunk in enumerate(_chunks(examples, scenarios_per_shard,
                                         max_scenarios)):
     path = records_lib.shard_path(directory, shard)
-    if path.exists():  # written by an earlier run: resume after it
-      bar.update(len(chunk))
-    else:
+    # Several hosts: shard k is written by process k mod process_count.
+    if path.exists() or shard % processes != process:
+      bar.update(len(chunk))  # an earlier run's (resumed after), or another
+    else:                     # host's
       skipped += _write_shard(sampler, path, chunk, index, bar, on_record)
     index += len(chunk)
   bar.close()
   if index == 0:
     raise ValueError('collect: no scenarios to read')
+  if processes > 1:
+    _wait_for_every_process()
   return _write_summary(directory, skipped)
+
+
+def _wait_for_every_process() -> None:
+  """Returns when every process has written its shards."""
+  multihost_utils.sync_global_devices('prefalign.collect')
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:

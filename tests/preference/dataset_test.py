@@ -106,6 +106,27 @@ def test_collection_over_devices_equals_one_scenario_at_a_time(setup):
       np.testing.assert_array_equal(seq, tokens[u])
 
 
+def test_hosts_write_alternate_shards_of_one_collection(setup, monkeypatch):
+  """Two processes (simulated one after the other) each write the shards
+  they own, k mod 2; together they are the one-process collection."""
+  _collect(setup, 'a')
+  root = setup[0]
+  waits = []
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(collection, '_wait_for_every_process',
+                      lambda: waits.append(1))
+  for process, owned in ((1, ['preferences-00001.tfrecord']),
+                         (0, ['preferences-00000.tfrecord',
+                              'preferences-00001.tfrecord'])):
+    monkeypatch.setattr(jax, 'process_index', lambda p=process: p)
+    _collect(setup, 'hosts')
+    assert sorted(_bytes(root / 'hosts')) == owned
+  assert len(waits) == 2
+  assert _bytes(root / 'hosts') == _bytes(root / 'a')
+  assert (root / 'hosts' / 'summary.json').read_text() == (
+      root / 'a' / 'summary.json').read_text()
+
+
 def test_resume_rewrites_only_missing_shards(setup):
   _collect(setup, 'b')
   root = setup[0]
