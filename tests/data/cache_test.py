@@ -11,9 +11,7 @@ from prefalign.data import pipeline
 from prefalign.data import synthetic
 from prefalign.data import tfrecord
 from prefalign.data import womd
-
-SMALL = womd.ReaderConfig(max_num_objects=8, max_roadgraph_points=600,
-                          max_traffic_lights=2)
+from tests.data.pipeline_test import SMALL
 
 
 @pytest.fixture
