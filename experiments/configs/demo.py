@@ -31,7 +31,7 @@ files to evaluate on)::
   --config.data.womd_glob='../shared/data/womd/real/real.tfrecord-00000-of-00002'
   --config.data.womd_heldout_glob='../shared/data/womd/real/real.tfrecord-00001-of-00002'
 
-The budget is sized for a 2-core CPU (19 minutes measured); ``pretrain.py``,
+The budget is sized for a 2-core CPU (7.4 minutes measured); ``pretrain.py``,
 ``collect.py``, ``align.py`` and ``compare.py`` hold the full-size settings
 and document every field. ``arg='runlocal'`` is a tiny end-to-end run (a
 minute or two; the tests and the Colab notebook use it).
