@@ -100,47 +100,54 @@ def get_config(arg=None):
   r.animation_dpi = 75  # GIF resolution
 
   if arg == 'runlocal':
-    config.data.sumo_network = 'cross'
-    # The cross network's scenarios hold 6-8k road-graph points: padding
-    # them to 30k would make every map computation ~4x larger.
-    config.data.max_roadgraph_points = 8192
-    config.data.num_scenarios = 8  # 6 to align on, 3 in the x0.5 run
-    config.data.num_heldout_scenarios = 2
-    config.replay.animate = False
-    p.batch_size = 8
-    p.num_steps = 4
-    p.optimizer.warmup_steps = 1
-    p.log_every = 2
-    p.eval_every = 2
-    p.eval_batches = 1
-    p.checkpoint_every = 2
-    p.unigram_batches = 1
-    p.max_num_objects = 16
-    config.model.width = 32
-    config.model.num_heads = 2
-    config.model.decoder_layers = 1
-    config.model.scene.num_map_chunks = 64
-    c.max_scenarios = 0
-    c.max_num_objects = 16
-    c.num_rollouts = 4
-    c.ranking.num_pairs = 1
-    c.scenarios_per_shard = 8
-    a.batch_size = 8
-    a.num_steps = 2
-    a.optimizer.warmup_steps = 1
-    a.log_every = 1
-    a.eval_every = 1
-    a.checkpoint_every = 2
-    a.heldout_fraction = 0.25
-    a.kl_scenarios = 1
-    a.kl_rollouts = 2
-    m.baselines = ('sft_bestoa',)
-    m.max_scenarios = 1
-    # The collection's rollout count and object rows everywhere: the
-    # collection, the comparison and the report then share one compiled
-    # sampler (and the report's ranking the collection's).
-    m.num_rollouts = 4
-    m.max_num_objects = 16
-    r.num_rollouts = 4
-    r.animation_steps = 20
+    _shrink_to_runlocal(config)
   return config
+
+
+def _shrink_to_runlocal(config: ml_collections.ConfigDict) -> None:
+  """The tiny end-to-end run: every stage's wiring, in a minute or two."""
+  p, c, a = config.pretrain, config.collect, config.align
+  m, r = config.compare, config.report
+  config.data.sumo_network = 'cross'
+  # The cross network's scenarios hold 6-8k road-graph points: padding
+  # them to 30k would make every map computation ~4x larger.
+  config.data.max_roadgraph_points = 8192
+  config.data.num_scenarios = 8  # 6 to align on, 3 in the x0.5 run
+  config.data.num_heldout_scenarios = 2
+  config.replay.animate = False
+  p.batch_size = 8
+  p.num_steps = 4
+  p.optimizer.warmup_steps = 1
+  p.log_every = 2
+  p.eval_every = 2
+  p.eval_batches = 1
+  p.checkpoint_every = 2
+  p.unigram_batches = 1
+  p.max_num_objects = 16
+  config.model.width = 32
+  config.model.num_heads = 2
+  config.model.decoder_layers = 1
+  config.model.scene.num_map_chunks = 64
+  c.max_scenarios = 0
+  c.max_num_objects = 16
+  c.num_rollouts = 4
+  c.ranking.num_pairs = 1
+  c.scenarios_per_shard = 8
+  a.batch_size = 8
+  a.num_steps = 2
+  a.optimizer.warmup_steps = 1
+  a.log_every = 1
+  a.eval_every = 1
+  a.checkpoint_every = 2
+  a.heldout_fraction = 0.25
+  a.kl_scenarios = 1
+  a.kl_rollouts = 2
+  m.baselines = ('sft_bestoa',)
+  m.max_scenarios = 1
+  # The collection's rollout count and object rows everywhere: the
+  # collection, the comparison and the report then share one compiled
+  # sampler (and the report's ranking the collection's).
+  m.num_rollouts = 4
+  m.max_num_objects = 16
+  r.num_rollouts = 4
+  r.animation_steps = 20
