@@ -32,6 +32,7 @@ import tempfile
 
 import jax
 import numpy as np
+import tqdm
 
 from prefalign import datatypes
 from prefalign import fileio
@@ -149,20 +150,16 @@ def build(patterns: str | Sequence[str], reader: womd.ReaderConfig,
   if (folder / MANIFEST).exists():
     return open_cache(folder, reader)
   folder.mkdir(parents=True, exist_ok=True)
-  done = {}
-  for k in range(10**9):
-    index = folder / _shard_name(k) / 'index.json'
-    if not index.exists():
-      break
-    done[k] = json.loads(index.read_text())
-  kept = {(p, r) for rows in done.values() for _, p, r in rows}
+  done = []  # the complete shards of an interrupted build, in order
+  while (index := folder / _shard_name(len(done)) / 'index.json').exists():
+    done.append(json.loads(index.read_text()))
+  kept = {(p, r) for rows in done for _, p, r in rows}
   stats = stats if stats is not None else womd.ReadStats()
   config = pipeline.PipelineConfig(reader=reader,
                                    skip_bad_records=skip_bad_records)
   examples = pipeline.scenarios(patterns, config, stats=stats,
                                 skip_records=kept)
   if progress:
-    import tqdm  # pylint: disable=import-outside-toplevel
     examples = tqdm.tqdm(examples, desc=f'cache {folder.name}',
                          unit='scenario', initial=len(kept))
   k, group = len(done), []

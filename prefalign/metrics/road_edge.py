@@ -131,19 +131,20 @@ def _morton(xy: jax.Array) -> jax.Array:
   return jnp.where(ok, code, jnp.uint32(0xFFFFFFFF))
 
 
-def _chunks(s: EdgeSearch, size: int):
+def _chunks(s: EdgeSearch, size: int, multiple: int):
   """Segments cut into spatially compact chunks of ``size``.
 
   Valid segments are sorted along a Z-order curve of their midpoints, so a
   chunk holds neighbouring segments even across the ends of polylines.
 
   Returns ``(members (C, size) segment indices, member_ok (C, size),
-  lo (C, 3), hi (C, 3))``: boxes in stretched space, empty (lo = +inf,
-  hi = -inf) for chunks without a segment.
+  lo (C, 3), hi (C, 3))``, C a multiple of ``multiple``: boxes in
+  stretched space, empty (lo = +inf, hi = -inf) for chunks without a
+  segment.
   """
   valid = s.table['valid']
   n = valid.shape[0]
-  num = -(-n // size)
+  num = -(-n // (size * multiple)) * multiple
   pad = num * size - n
   mid = jnp.where(valid[:, None], 0.5 * (s.lo + s.hi)[:, :2], _INF)
   order = jnp.argsort(_morton(mid), stable=True)
@@ -257,7 +258,7 @@ def grid_distance(pts: jax.Array, valid: jax.Array, s: EdgeSearch,
   q = pts.reshape(-1, 3)
   ok = jnp.repeat(valid.reshape(-1), 4)
   table = s.table
-  members, member_ok, c_lo, c_hi = _chunks(s, config.chunk)
+  members, member_ok, c_lo, c_hi = _chunks(s, config.chunk, config.group)
 
   # Two grids over the corners (module docstring, step 2).
   has_chunk = jnp.any(member_ok, axis=1)[:, None]
@@ -269,20 +270,11 @@ def grid_distance(pts: jax.Array, valid: jax.Array, s: EdgeSearch,
   coarse_lo, coarse_hi = _cell_boxes(origin, size, coarse)
   # Coarse cells choose among groups of ``group`` neighbouring chunks (a
   # group's box bounds its chunks'): a selection over fewer, larger boxes.
-  num_groups = -(-members.shape[0] // config.group)
-  pad = num_groups * config.group - members.shape[0]
-  grouped = jnp.arange(num_groups * config.group).reshape(num_groups, -1)
-  g_lo = jnp.pad(c_lo, ((0, pad), (0, 0)), constant_values=_INF)[
-      grouped].min(1)
-  g_hi = jnp.pad(c_hi, ((0, pad), (0, 0)), constant_values=-_INF)[
-      grouped].max(1)
+  grouped = jnp.arange(members.shape[0]).reshape(-1, config.group)
   picked, coarse_thr = _nearest_chunks(
-      coarse_lo, coarse_hi, jnp.arange(num_groups), g_lo, g_hi,
-      config.cell_groups)
-  # Ids past the last chunk (padding) repeat it: a duplicate candidate
-  # changes no distance.
-  coarse_list = jnp.minimum(grouped[picked].reshape(picked.shape[0], -1),
-                            members.shape[0] - 1)
+      coarse_lo, coarse_hi, jnp.arange(grouped.shape[0]),
+      c_lo[grouped].min(1), c_hi[grouped].max(1), config.cell_groups)
+  coarse_list = grouped[picked].reshape(picked.shape[0], -1)
   fine_lo, fine_hi = _cell_boxes(origin, size / config.refine, fine)
   parent = _cell_of(0.5 * (fine_lo + fine_hi), origin, size, coarse)
   fine_list, fine_thr = _nearest_chunks(

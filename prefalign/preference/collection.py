@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import operator
 import os
 import pathlib
 from typing import Any
@@ -138,7 +139,8 @@ class _Sampler:
   Attributes:
     params: the reference model's parameters, on every device of the mesh.
     run: ``(params, states (D, ...), indices (D,)) -> (tokens, rankings)``:
-      ``_sample_and_rank`` over the mesh, D / devices scenarios per device.
+      ``_sample_and_rank`` over the mesh, one scenario per device (D the
+      mesh's size).
     tokenize: jitted ``_log_tokens``.
     mesh: the devices (``'data'`` axis).
     num_rollouts: R.
@@ -163,8 +165,8 @@ def _sampler(params, model_config: motion_lm.ModelConfig,
       ranking_config=ranking_config, num_rollouts=num_rollouts,
       sampling=sampling)
   # Each device samples and ranks its own scenarios: the ranking's skips
-  # (agent chunks without agents, certified searches) stay branches, which
-  # they would not under vmap.
+  # (agent chunks without agents) stay branches and its searches run as
+  # many slices as its own scene needs, which they would not under vmap.
   run = jax.jit(jax.shard_map(
       body, mesh=mesh, in_specs=(P(), P('data'), P('data')),
       out_specs=P('data'), check_vma=False))
@@ -195,12 +197,8 @@ def _records(sampler: _Sampler, group: list[womd.ScenarioExample],
       sampler.params, jax.device_put(states, sharding),
       jax.device_put(indices, sharding)))
   return [_record(sampler, ex, tokens[j],
-                  jax.tree.map(functools.partial(_row, j=j), ranked))
+                  jax.tree.map(operator.itemgetter(j), ranked))
           for j, ex in enumerate(group)]
-
-
-def _row(a: np.ndarray, j: int) -> np.ndarray:
-  return a[j]
 
 
 def _record(sampler: _Sampler, ex: womd.ScenarioExample, tokens: np.ndarray,

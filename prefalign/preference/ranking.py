@@ -264,7 +264,8 @@ def rank_rollouts_jit(state: datatypes.SimulatorState,
                       config: RankingConfig = RankingConfig(), *,
                       phi: dict[str, jax.Array] | None = None) -> Ranking:
   """``rank_rollouts`` compiled: the one jitted copy the stages share
-  (collection, the report), one program per config and input shape in a
-  process; every argument is passed on by keyword so that jit's cache sees
-  the same call however it is made. Arguments as ``rank_rollouts``."""
+  (the report; the collection ranks inside its own per-device program),
+  one program per config and input shape in a process; every argument is
+  passed on by keyword so that jit's cache sees the same call however it
+  is made. Arguments as ``rank_rollouts``."""
   return _rank_rollouts(state, rollouts, rng, config=config, phi=phi)
