@@ -8,7 +8,9 @@ On whatever device jax finds (a GPU when present), after compilation:
   examples/s, tokens/s and model FLOP utilisation (matrix-product FLOPs of
   forward and backward per second over the device's matrix peak);
 * **sampler**: ``rollout.sample_rollouts``, 32 rollouts x 128 agent rows x
-  80 steps of one scenario: seconds per scenario;
+  80 steps of one scenario: seconds per scenario; **sampler_bf16**
+  (``--only ...,sampler_bf16``) the same with ``SamplingConfig(dtype=
+  'bfloat16')`` (its floor still at the FP32-input peak);
 * **ranking**: ``ranking.rank_rollouts`` of 64 rollouts x 128 agents x 80
   steps (occupancy features, 8,192 entropic OT problems of 80 x 80, pairs)
   on constant-velocity rollouts with a random-walk drift: ms per scenario;
@@ -177,19 +179,21 @@ def bench_train(model, batch_size, sts, repeats, peak_matmul, peak_vector):
 
 
 def bench_sampler(model, sts, num_rollouts, repeats, peak_matmul,
-                  peak_vector):
+                  peak_vector, dtype='float32'):
   one = jax.tree.map(lambda a: a[None], sts[0])
   scene, toks = steps.model_inputs(one, model)
   params = motion_lm.init(jax.random.key(0), model, scene, toks)
   sample = functools.partial(rollout.sample_rollouts, config=model,
-                             num_rollouts=num_rollouts)
+                             num_rollouts=num_rollouts,
+                             sampling=rollout.SamplingConfig(dtype=dtype))
   fn = jax.jit(sample)
   batches = [(params, jax.tree.map(lambda a: a[None], s), jax.random.key(i))
              for i, s in enumerate(sts)]
   first, per, _ = _timed(lambda *a: fn(*a).trajectory.x, batches, repeats)
   counts = _flops.count(sample, *batches[0])
   return _entry(per, first, counts, peak_matmul, peak_vector,
-                rollouts=num_rollouts, agents=one.log_trajectory.shape[-2])
+                rollouts=num_rollouts, agents=one.log_trajectory.shape[-2],
+                dtype=dtype)
 
 
 def _perturbed(state, num_rollouts, seed):
@@ -352,6 +356,9 @@ def main():
                                    args.repeats, peak_matmul, peak_vector),
       'sampler': lambda: bench_sampler(model, sts, sample_r, args.repeats,
                                        peak_matmul, peak_vector),
+      'sampler_bf16': lambda: bench_sampler(
+          model, sts, sample_r, args.repeats, peak_matmul, peak_vector,
+          dtype='bfloat16'),
       'ranking': lambda: bench_ranking(sts, rank_r, args.repeats,
                                        peak_matmul, peak_vector),
       'wosac': lambda: bench_wosac(sts, metric_r, args.repeats, peak_matmul,

@@ -78,17 +78,24 @@ class Rollouts:
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """How a token is drawn from the model's logits (evaluation, collection,
-  the Waymax actor: every sampler takes one).
+  the Waymax actor: every sampler takes one), and the precision of the model
+  calls that give them.
 
   Attributes:
     temperature: > 0 divides the logits; 0 puts all mass on the argmax.
     top_k: keep the k most likely tokens (0: all).
     top_p: keep the smallest set of most likely tokens whose mass reaches
       top_p (1: all).
+    dtype: the model's compute dtype while sampling, ``'float32'`` or
+      ``'bfloat16'`` (mixed precision: float32 parameters, poses, simulator
+      state, attention softmax and logits; bfloat16 matrix products, KV
+      cache and residual stream). BENCHMARKS.md "The bfloat16 sampler"
+      measures its realism difference.
   """
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
+  dtype: str = 'float32'
 
   def __post_init__(self):
     if not self.temperature >= 0:
@@ -97,6 +104,9 @@ class SamplingConfig:
       raise ValueError(f'top_k must be >= 0 (0: all), got {self.top_k}')
     if not 0 < self.top_p <= 1:
       raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
+    if self.dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got "
+                       f'{self.dtype!r}')
 
 
 def filter_logits(logits: jax.Array,
@@ -227,7 +237,8 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
   env = _check_env(env, tok)
   batch = state.shape[0] if state.shape else 1
   scene = features.scene_from_state(state, config.scene)
-  context = motion_lm.encode(params, scene, config=config)
+  dtype = sampling.dtype
+  context = motion_lm.encode(params, scene, config=config, dtype=dtype)
   context = tile(context, num_rollouts)
   types = tile(scene.agent_type, num_rollouts)
   valid = tile(scene.agent_valid, num_rollouts)  # (BR, A)
@@ -235,7 +246,7 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
   env_state = tile(env.reset(state), num_rollouts)
   num_rows = batch * num_rollouts
   num_agents = valid.shape[-1]
-  cache = motion_lm.init_cache(config, num_rows, num_agents)
+  cache = motion_lm.init_cache(config, num_rows, num_agents, dtype)
   # One independent stream per (scenario, rollout).
   keys = jax.random.split(rng, num_rows)
 
@@ -250,7 +261,8 @@ def sample_rollouts(params, state: datatypes.SimulatorState, rng: jax.Array,
     pose_arr = jnp.stack([pose.x, pose.y, pose.yaw, pose.vel_x, pose.vel_y],
                          -1)
     logits, cache = motion_lm.decode_step(params, context, pose_arr, valid,
-                                          prev, k, cache, config=config)
+                                          prev, k, cache, config=config,
+                                          dtype=dtype)
     token = sample_tokens(logits, keys, k, valid, sampling)
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1),
                              token[..., None], -1)[..., 0]
@@ -454,7 +466,7 @@ class MotionLMActor:
     valid = batched.log_trajectory.valid[..., _NOW]
     b, a = valid.shape
     return ActorState(
-        cache=motion_lm.init_cache(self.config, b, a),
+        cache=motion_lm.init_cache(self.config, b, a, self.sampling.dtype),
         token=jnp.zeros((b, a), jnp.int32),
         prev=jnp.full((b, a), self.config.vocab_size, jnp.int32),
         valid=valid, key=rng)
@@ -479,12 +491,14 @@ class MotionLMActor:
 
     def decode(s: ActorState) -> ActorState:
       scene = features.scene_from_state(batched, config.scene)
-      context = motion_lm.encode(params, scene, config=config)
+      dtype = self.sampling.dtype
+      context = motion_lm.encode(params, scene, config=config, dtype=dtype)
       pose = jnp.stack([cur.x, cur.y, cur.yaw, cur.vel_x, cur.vel_y], -1)
       pose = jnp.where(valid[..., None], pose, 0.0)
       prev = jnp.where((k > 0) & valid, s.token, config.vocab_size)
       logits, cache = motion_lm.decode_step(params, context, pose, valid,
-                                            prev, k, s.cache, config=config)
+                                            prev, k, s.cache, config=config,
+                                            dtype=dtype)
       keys = jax.random.split(s.key, valid.shape[0])
       token = sample_tokens(logits, keys, k, valid, self.sampling)
       return s.replace(cache=cache, token=token, prev=prev)

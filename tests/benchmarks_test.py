@@ -46,19 +46,21 @@ def test_accelerator_script_runs(tmp_path):
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
       [sys.executable, str(ROOT / 'benchmarks' / 'accelerator.py'), '--quick',
-       '--only', 'train,sampler,wosac,collect,loop', '--collect_scenarios',
-       '1', '--loop_steps', '4', '--peak_matmul_tflops', '0.1',
-       '--peak_vector_tflops', '0.1', '--json', str(out)],
+       '--only', 'train,sampler,sampler_bf16,wosac,collect,loop',
+       '--collect_scenarios', '1', '--loop_steps', '4',
+       '--peak_matmul_tflops', '0.1', '--peak_vector_tflops', '0.1',
+       '--json', str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
       env=dict(os.environ, PREFALIGN_SHARED_DATA=str(tmp_path)))
   assert proc.returncode == 0, proc.stdout + proc.stderr
   result = json.loads(out.read_text())
   assert result['source'] == 'synthetic'
-  for name in ('train', 'sampler', 'wosac'):
+  for name in ('train', 'sampler', 'sampler_bf16', 'wosac'):
     e = result['results'][name]
     assert e['seconds'] > 0 and e['floor_seconds'] > 0 and e['gflop'] > 0
     assert e['gap'] == pytest.approx(e['seconds'] / e['floor_seconds'])
   assert 0 < result['results']['train']['mfu'] < 1
+  assert result['results']['sampler_bf16']['dtype'] == 'bfloat16'
   collect = result['results']['collect']
   assert collect['scenarios_per_s'] > 0 and collect['scenarios_per_call'] == (
       jax.device_count())

@@ -168,6 +168,29 @@ def test_shared_jitted_sampler_compiles_once_however_it_is_called(setup):
   np.testing.assert_array_equal(direct.tokens, outs[0].tokens)
 
 
+def test_bfloat16_sampler(setup):
+  # The mixed-precision sampler: one program, float32 trajectories and log
+  # probabilities, which are those of the bfloat16 teacher-forced pass of
+  # its own tokens and close to the float32 pass.
+  state, scene, params = setup
+  sample = _sampler(dtype='bfloat16')
+  out = sample(params, state, jax.random.key(5))
+  sample(params, state, jax.random.key(6))
+  assert sample._cache_size() == 1
+  assert out.trajectory.x.dtype == jnp.float32
+  assert out.log_probs.dtype == jnp.float32
+  out.trajectory.validate()
+  toks = rollout.as_tokens(out)
+  lp = lambda dtype: np.asarray(jax.jit(functools.partial(
+      motion_lm.log_probs, config=CONFIG, dtype=dtype))(
+          params, rollout.tile(scene, R), toks))
+  sampled = np.asarray(out.log_probs).reshape(lp(jnp.float32).shape)
+  np.testing.assert_allclose(sampled, lp(jnp.bfloat16), atol=0.05)
+  np.testing.assert_allclose(sampled, lp(jnp.float32), atol=0.2)
+  valid = np.asarray(toks.valid)
+  assert np.all(np.isfinite(sampled)) and np.all(sampled[valid] < 0)
+
+
 def test_filter_logits():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   def keep(**kw):
@@ -186,7 +209,8 @@ def test_filter_logits():
 
 
 @pytest.mark.parametrize('field, value', [
-    ('temperature', -1.0), ('top_k', -2), ('top_p', 0.0), ('top_p', 1.5)])
+    ('temperature', -1.0), ('top_k', -2), ('top_p', 0.0), ('top_p', 1.5),
+    ('dtype', 'float16')])
 def test_bad_sampling_values_are_named(field, value):
   with pytest.raises(ValueError, match=field):
     rollout.SamplingConfig(**{field: value})

@@ -23,6 +23,8 @@ cache, which is what makes cached decoding exactly equal to the full pass.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
@@ -70,6 +72,7 @@ class TokenDecoder(nn.Module):
     max_steps: K, the most token steps (cache length, step embeddings).
     map_neighbours: scene tokens per query.
     agent_neighbours: agents per query (including itself).
+    dtype: the layers' compute dtype (``layers``); poses stay float32.
   """
   width: int
   num_heads: int
@@ -79,6 +82,7 @@ class TokenDecoder(nn.Module):
   max_steps: int
   map_neighbours: int
   agent_neighbours: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, context: encoder_lib.SceneContext, pose: jax.Array,
@@ -98,17 +102,19 @@ class TokenDecoder(nn.Module):
         from ``init_cache`` (decoding: K must be 1).
 
     Returns:
-      ``(logits, cache)``: float32 (B, A, K, V) and the updated cache (None
-      in teacher-forced mode).
+      ``(logits, cache)``: (B, A, K, V) in the compute dtype and the updated
+      cache (None in teacher-forced mode).
     """
-    d = self.width
+    d, dt = self.width, self.dtype
     b, a, k = valid.shape
     valid = valid & context.agent_valid[..., None]
     steps = first_step + jnp.arange(k)
     x = (context.agents[:, :, None] +
-         nn.Embed(self.vocab_size + 1, d, name='prev_token')(prev_tokens) +
-         nn.Dense(d, name='state')(step_features(context.agent_pose, pose)) +
-         nn.Embed(self.max_steps, d, name='step')(steps)[None, None])
+         nn.Embed(self.vocab_size + 1, d, dtype=dt,
+                  name='prev_token')(prev_tokens) +
+         nn.Dense(d, dtype=dt, name='state')(
+             step_features(context.agent_pose, pose)) +
+         nn.Embed(self.max_steps, d, dtype=dt, name='step')(steps)[None, None])
     x = jnp.where(valid[..., None], x, 0.0)
 
     # Neighbours, fixed for all blocks. Social: per step, among agents.
@@ -120,7 +126,7 @@ class TokenDecoder(nn.Module):
     s_ok = s_ok & step_valid[..., None]
     s_rel = features.relative_features(step_pose[:, :, None],
                                        layers.gather(step_pose, s_idx))
-    s_pair = layers.PairEmbedding(d, name='social_pair')(s_rel)
+    s_pair = layers.PairEmbedding(d, dtype=dt, name='social_pair')(s_rel)
     # Map: every (agent, step) query, flattened.
     q_pose = pose[..., :3].reshape(b, a * k, 3)
     m_idx, m_ok = layers.nearest(q_pose[..., :2], context.pose[..., :2],
@@ -129,33 +135,38 @@ class TokenDecoder(nn.Module):
     m_rel = features.relative_features(
         q_pose[:, :, None], layers.gather(context.pose, m_idx),
         layers.gather(context.heading, m_idx))
-    m_pair = layers.PairEmbedding(d, name='map_pair')(m_rel)
+    m_pair = layers.PairEmbedding(d, dtype=dt, name='map_pair')(m_rel)
 
     new_cache = [] if cache is not None else None
     for i in range(self.num_layers):
-      x, c = layers.CausalSelfAttention(self.num_heads, name=f'time_{i}')(
+      x, c = layers.CausalSelfAttention(self.num_heads, dtype=dt,
+                                        name=f'time_{i}')(
           x, valid, None if cache is None else cache[i],
           None if cache is None else first_step)
       if cache is not None:
         new_cache.append(c)
       xs = by_step(x)
-      keys = nn.LayerNorm(name=f'social_keys_{i}')(xs)
-      xs = layers.NeighbourAttention(self.num_heads, name=f'social_{i}')(
+      keys = nn.LayerNorm(dtype=dt, name=f'social_keys_{i}')(xs)
+      xs = layers.NeighbourAttention(self.num_heads, dtype=dt,
+                                     name=f'social_{i}')(
           xs, keys, s_idx, s_pair, s_ok)
       x = jnp.swapaxes(xs.reshape(b, k, a, d), 1, 2)
-      xm = layers.NeighbourAttention(self.num_heads, name=f'map_{i}')(
+      xm = layers.NeighbourAttention(self.num_heads, dtype=dt,
+                                     name=f'map_{i}')(
           x.reshape(b, a * k, d), context.tokens, m_idx, m_pair, m_ok)
-      x = layers.FeedForward(self.mlp_ratio * d, name=f'ff_{i}')(
+      x = layers.FeedForward(self.mlp_ratio * d, dtype=dt, name=f'ff_{i}')(
           xm.reshape(b, a, k, d))
-    x = nn.LayerNorm(name='out_norm')(x)
-    logits = nn.Dense(self.vocab_size, name='logits')(x)
+    x = nn.LayerNorm(dtype=dt, name='out_norm')(x)
+    logits = nn.Dense(self.vocab_size, dtype=dt, name='logits')(x)
     return logits, new_cache
 
 
 def init_cache(batch: int, num_agents: int, *, num_layers: int,
-               max_steps: int, width: int, num_heads: int) -> list:
-  """An empty KV cache: one dict per block of (B, A, K, H, D / H) arrays."""
+               max_steps: int, width: int, num_heads: int,
+               dtype=jnp.float32) -> list:
+  """An empty KV cache: one dict per block of (B, A, K, H, D / H) arrays of
+  ``dtype`` (the decoder's compute dtype)."""
   shape = (batch, num_agents, max_steps, num_heads, width // num_heads)
-  return [{'key': jnp.zeros(shape, jnp.float32),
-           'value': jnp.zeros(shape, jnp.float32),
+  return [{'key': jnp.zeros(shape, dtype),
+           'value': jnp.zeros(shape, dtype),
            'valid': jnp.zeros(shape[:3], bool)} for _ in range(num_layers)]

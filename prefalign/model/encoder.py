@@ -14,6 +14,8 @@ pose, so the encoding is invariant to a rigid motion of the scene.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import linen as nn
 from flax import struct
 import jax
@@ -31,11 +33,11 @@ class SceneContext:
   """What the decoder reads from the encoder.
 
   Attributes:
-    agents: float32 (B, A, D) agent embeddings.
+    agents: (B, A, D) agent embeddings, in the encoder's compute dtype.
     agent_pose: float32 (B, A, 3) agents' poses at the current step.
     agent_valid: bool (B, A).
-    tokens: float32 (B, M + L, D) map-chunk and traffic-light embeddings
-      (layer-normalised).
+    tokens: (B, M + L, D) map-chunk and traffic-light embeddings
+      (layer-normalised), in the encoder's compute dtype.
     pose: float32 (B, M + L, 3) their poses.
     heading: bool (B, M + L) whether a token has a heading.
     valid: bool (B, M + L).
@@ -49,9 +51,9 @@ class SceneContext:
   valid: jax.Array
 
 
-def _mlp(width: int, x: jax.Array, name: str) -> jax.Array:
-  h = nn.gelu(nn.Dense(width, name=f'{name}_in')(x))
-  return nn.Dense(width, name=f'{name}_out')(h)
+def _mlp(width: int, x: jax.Array, name: str, dtype) -> jax.Array:
+  h = nn.gelu(nn.Dense(width, dtype=dtype, name=f'{name}_in')(x))
+  return nn.Dense(width, dtype=dtype, name=f'{name}_out')(h)
 
 
 class SceneEncoder(nn.Module):
@@ -64,6 +66,7 @@ class SceneEncoder(nn.Module):
     mlp_ratio: hidden width of feed-forward blocks / D.
     map_neighbours: scene tokens each map token and agent attends to.
     agent_neighbours: agents each agent attends to.
+    dtype: the layers' compute dtype (``layers``); poses stay float32.
   """
   width: int
   num_heads: int
@@ -71,16 +74,17 @@ class SceneEncoder(nn.Module):
   mlp_ratio: int
   map_neighbours: int
   agent_neighbours: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, scene: features.Scene) -> SceneContext:
-    d = self.width
+    d, dt = self.width, self.dtype
     b, m, s, _ = scene.map_points.shape
     # --- scene tokens ------------------------------------------------------
-    map_x = _mlp(d, scene.map_points.reshape(b, m, s * 3), 'map_points')
-    map_x = map_x + nn.Embed(len(datatypes.MapElementIds) + 1, d,
+    map_x = _mlp(d, scene.map_points.reshape(b, m, s * 3), 'map_points', dt)
+    map_x = map_x + nn.Embed(len(datatypes.MapElementIds) + 1, d, dtype=dt,
                              name='map_type')(scene.map_type)
-    light_x = nn.Embed(len(datatypes.TrafficLightStates), d,
+    light_x = nn.Embed(len(datatypes.TrafficLightStates), d, dtype=dt,
                        name='light_state')(scene.light_state)
     tokens = jnp.concatenate([map_x, light_x], axis=1)
     pose = jnp.concatenate([scene.map_pose, scene.light_pose], axis=1)
@@ -99,40 +103,47 @@ class SceneEncoder(nn.Module):
 
     idx, ok = layers.nearest(pose[..., :2], pose[..., :2], valid,
                              self.map_neighbours)
-    map_pair = pairs(pose, idx, layers.PairEmbedding(d, name='map_pair'),
+    map_pair = pairs(pose, idx,
+                     layers.PairEmbedding(d, dtype=dt, name='map_pair'),
                      heading)
     hidden = self.mlp_ratio * d
     for i in range(self.num_layers):
-      keys = nn.LayerNorm(name=f'map_keys_{i}')(tokens)
-      tokens = layers.NeighbourAttention(self.num_heads, name=f'map_attn_{i}')(
-          tokens, keys, idx, map_pair, ok)
-      tokens = layers.FeedForward(hidden, name=f'map_ff_{i}')(tokens)
-    tokens = nn.LayerNorm(name='scene_norm')(tokens)
+      keys = nn.LayerNorm(dtype=dt, name=f'map_keys_{i}')(tokens)
+      tokens = layers.NeighbourAttention(
+          self.num_heads, dtype=dt, name=f'map_attn_{i}')(
+              tokens, keys, idx, map_pair, ok)
+      tokens = layers.FeedForward(hidden, dtype=dt,
+                                  name=f'map_ff_{i}')(tokens)
+    tokens = nn.LayerNorm(dtype=dt, name='scene_norm')(tokens)
     tokens = jnp.where(valid[..., None], tokens, 0.0)
 
     # --- agents -------------------------------------------------------------
     a = scene.agent_valid.shape[1]
     hist = scene.agent_history.reshape(b, a, -1)
-    agents = _mlp(d, jnp.concatenate([hist, scene.agent_attr], -1), 'agent')
+    agents = _mlp(d, jnp.concatenate([hist, scene.agent_attr], -1), 'agent',
+                  dt)
     agents = jnp.where(scene.agent_valid[..., None], agents, 0.0)
     apose = scene.agent_pose
     s_idx, s_ok = layers.nearest(apose[..., :2], pose[..., :2], valid,
                                  self.map_neighbours)
-    s_pair = pairs(apose, s_idx, layers.PairEmbedding(d, name='agent_map_pair'))
+    s_pair = pairs(apose, s_idx,
+                   layers.PairEmbedding(d, dtype=dt, name='agent_map_pair'))
     a_idx, a_ok = layers.nearest(apose[..., :2], apose[..., :2],
                                  scene.agent_valid, self.agent_neighbours)
     a_rel = features.relative_features(apose[:, :, None],
                                        layers.gather(apose, a_idx))
-    a_pair = layers.PairEmbedding(d, name='agent_agent_pair')(a_rel)
+    a_pair = layers.PairEmbedding(d, dtype=dt,
+                                  name='agent_agent_pair')(a_rel)
     for i in range(self.num_layers):
       agents = layers.NeighbourAttention(
-          self.num_heads, name=f'agent_map_attn_{i}')(agents, tokens, s_idx,
-                                                      s_pair, s_ok)
-      keys = nn.LayerNorm(name=f'agent_keys_{i}')(agents)
+          self.num_heads, dtype=dt, name=f'agent_map_attn_{i}')(
+              agents, tokens, s_idx, s_pair, s_ok)
+      keys = nn.LayerNorm(dtype=dt, name=f'agent_keys_{i}')(agents)
       agents = layers.NeighbourAttention(
-          self.num_heads, name=f'agent_agent_attn_{i}')(agents, keys, a_idx,
-                                                        a_pair, a_ok)
-      agents = layers.FeedForward(hidden, name=f'agent_ff_{i}')(agents)
+          self.num_heads, dtype=dt, name=f'agent_agent_attn_{i}')(
+              agents, keys, a_idx, a_pair, a_ok)
+      agents = layers.FeedForward(hidden, dtype=dt,
+                                  name=f'agent_ff_{i}')(agents)
     agents = jnp.where(scene.agent_valid[..., None], agents, 0.0)
     return SceneContext(agents=agents, agent_pose=apose,
                         agent_valid=scene.agent_valid,

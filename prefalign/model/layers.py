@@ -14,9 +14,16 @@ Three kinds of attention, all pre-norm residual blocks:
 
 Masked keys get a large negative logit; a query with no valid key attends to
 nothing and gets zero (no NaN), so padded agents never affect valid ones.
+
+Every module takes ``dtype``, the dtype its layers compute in (flax's
+meaning: parameters stay float32 and are cast). With ``jnp.bfloat16`` the
+matrix products and the residual stream are bfloat16, while attention
+logits and softmax, and layer-norm statistics, stay float32.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flax import linen as nn
 import jax
@@ -72,32 +79,41 @@ def nearest(query_xy: jax.Array, key_xy: jax.Array, key_valid: jax.Array,
 class FeedForward(nn.Module):
   """Pre-norm MLP block: x + W2 gelu(W1 LN(x))."""
   hidden: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.LayerNorm()(x)
-    h = nn.gelu(nn.Dense(self.hidden)(h))
-    return x + nn.Dense(x.shape[-1])(h)
+    h = nn.LayerNorm(dtype=self.dtype)(x)
+    h = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+    return x + nn.Dense(x.shape[-1], dtype=self.dtype)(h)
 
 
 class PairEmbedding(nn.Module):
   """Embeds relative-pose features (..., F) into (..., width)."""
   width: int
   hidden: int = 32
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, rel: jax.Array) -> jax.Array:
-    h = nn.gelu(nn.Dense(self.hidden)(rel))
-    return nn.Dense(self.width)(h)
+    h = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(rel))
+    return nn.Dense(self.width, dtype=self.dtype)(h)
+
+
+def _softmax(logits: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+  """Masked softmax over the last axis, in float32, cast to ``dtype``."""
+  logits = jnp.where(mask, logits.astype(jnp.float32), _NEG)
+  weights = jax.nn.softmax(logits, axis=-1)
+  return jnp.where(mask, weights, 0.0).astype(dtype)
 
 
 def _attend(q: jax.Array, k: jax.Array, v: jax.Array,
             mask: jax.Array) -> jax.Array:
   """q (..., H, D), k/v (..., n, H, D), mask (..., n) -> (..., H, D)."""
-  logits = jnp.einsum('...hd,...nhd->...hn', q, k) / jnp.sqrt(q.shape[-1])
-  logits = jnp.where(mask[..., None, :], logits, _NEG)
-  weights = jax.nn.softmax(logits, axis=-1)
-  weights = jnp.where(mask[..., None, :], weights, 0.0)
+  logits = jnp.einsum('...hd,...nhd->...hn', q, k,
+                      preferred_element_type=jnp.float32)
+  logits = logits / jnp.sqrt(q.shape[-1])
+  weights = _softmax(logits, mask[..., None, :], v.dtype)
   return jnp.einsum('...hn,...nhd->...hd', weights, v)
 
 
@@ -108,6 +124,7 @@ class NeighbourAttention(nn.Module):
     num_heads: attention heads (the width must be divisible by it).
   """
   num_heads: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, keys: jax.Array, index: jax.Array,
@@ -127,14 +144,15 @@ class NeighbourAttention(nn.Module):
     """
     d = x.shape[-1]
     h, hd = self.num_heads, d // self.num_heads
-    q = nn.Dense(d, name='query')(nn.LayerNorm(name='norm')(x))
-    k = nn.Dense(d, name='key')(keys)
-    v = nn.Dense(d, name='value')(keys)
+    dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name)
+    q = dense('query')(nn.LayerNorm(dtype=self.dtype, name='norm')(x))
+    k = dense('key')(keys)
+    v = dense('value')(keys)
     k = gather(k, index) + pair
     v = gather(v, index) + pair
     split = lambda a: a.reshape(*a.shape[:-1], h, hd)
     out = _attend(split(q), split(k), split(v), mask)
-    return x + nn.Dense(d, name='out')(out.reshape(*out.shape[:-2], d))
+    return x + dense('out')(out.reshape(*out.shape[:-2], d))
 
 
 class CausalSelfAttention(nn.Module):
@@ -149,6 +167,7 @@ class CausalSelfAttention(nn.Module):
     num_heads: attention heads.
   """
   num_heads: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, valid: jax.Array,
@@ -167,11 +186,12 @@ class CausalSelfAttention(nn.Module):
     """
     d = x.shape[-1]
     h, hd = self.num_heads, d // self.num_heads
-    y = nn.LayerNorm(name='norm')(x)
+    dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name)
+    y = nn.LayerNorm(dtype=self.dtype, name='norm')(x)
     split = lambda a: a.reshape(*a.shape[:-1], h, hd)
-    q = split(nn.Dense(d, name='query')(y))
-    k = split(nn.Dense(d, name='key')(y))
-    v = split(nn.Dense(d, name='value')(y))
+    q = split(dense('query')(y))
+    k = split(dense('key')(y))
+    v = split(dense('value')(y))
     if cache is None:
       num = x.shape[-2]
       keys, values, new_cache = k, v, None
@@ -187,10 +207,9 @@ class CausalSelfAttention(nn.Module):
       num = new_cache['valid'].shape[-1]
       mask = ((jnp.arange(num) <= step) & new_cache['valid'])[..., None, :]
     # (..., Kq, H, D) against (..., Kk, H, D); mask (..., Kq, Kk).
-    logits = jnp.einsum('...qhd,...khd->...hqk', q, keys) / jnp.sqrt(hd)
-    logits = jnp.where(mask[..., None, :, :], logits, _NEG)
-    w = jax.nn.softmax(logits, axis=-1)
-    w = jnp.where(mask[..., None, :, :], w, 0.0)
+    logits = jnp.einsum('...qhd,...khd->...hqk', q, keys,
+                        preferred_element_type=jnp.float32) / jnp.sqrt(hd)
+    w = _softmax(logits, mask[..., None, :, :], values.dtype)
     out = jnp.einsum('...hqk,...khd->...qhd', w, values)
     out = out.reshape(*out.shape[:-2], d)
-    return x + nn.Dense(d, name='out')(out), new_cache
+    return x + dense('out')(out), new_cache

@@ -19,12 +19,19 @@ decode one token step at a time with a KV cache, for the sampler.
 
 The default config has about one million parameters (``count_params``), as
 the DPA-OMF reference model; larger models change only widths and depths.
+
+Precision is a property of a call, not of the parameters: every entry point
+but ``init`` takes ``dtype``, the dtype the layers compute in (float32 by
+default; ``jnp.bfloat16`` for mixed precision, e.g. the sampler's
+``SamplingConfig.dtype``). Parameters stay float32, poses and the
+neighbour searches stay float32, and logits are returned as float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 from flax import linen as nn
 import jax
@@ -98,24 +105,25 @@ class ModelConfig:
 
 
 class MotionLM(nn.Module):
-  """The joint motion-token model."""
+  """The joint motion-token model; ``dtype``: the layers' compute dtype."""
   config: ModelConfig
+  dtype: Any = jnp.float32
 
   def setup(self):
     c = self.config
     self.encoder = encoder_lib.SceneEncoder(
         width=c.width, num_heads=c.num_heads, num_layers=c.encoder_layers,
         mlp_ratio=c.mlp_ratio, map_neighbours=c.map_neighbours,
-        agent_neighbours=c.agent_neighbours)
+        agent_neighbours=c.agent_neighbours, dtype=self.dtype)
     self.decoder = decoder_lib.TokenDecoder(
         width=c.width, num_heads=c.num_heads, num_layers=c.decoder_layers,
         mlp_ratio=c.mlp_ratio, vocab_size=c.vocab_size,
         max_steps=c.num_steps, map_neighbours=c.map_neighbours,
-        agent_neighbours=c.agent_neighbours)
+        agent_neighbours=c.agent_neighbours, dtype=self.dtype)
 
   def __call__(self, scene: features.Scene,
                tokens: tokenizer_lib.Tokens) -> jax.Array:
-    """Teacher-forced logits (B, A, K, V) of every token step."""
+    """Teacher-forced logits (B, A, K, V) of every token step (float32)."""
     return self.teacher_forced(self.encoder(scene), tokens)
 
   def teacher_forced(self, context: encoder_lib.SceneContext,
@@ -123,13 +131,14 @@ class MotionLM(nn.Module):
     pose, valid = _decoder_inputs(tokens)
     out, _ = self.decoder(context, pose, valid,
                           previous_tokens(tokens, self.config.vocab_size))
-    return out
+    return out.astype(jnp.float32)
 
   def encode(self, scene: features.Scene) -> encoder_lib.SceneContext:
     return self.encoder(scene)
 
   def decode(self, context, pose, valid, prev_tokens, step, cache):
-    return self.decoder(context, pose, valid, prev_tokens, step, cache)
+    out, cache = self.decoder(context, pose, valid, prev_tokens, step, cache)
+    return out.astype(jnp.float32), cache
 
 
 def _pose_array(pose: tokenizer_lib.Pose) -> jax.Array:
@@ -158,8 +167,8 @@ def previous_tokens(tokens: tokenizer_lib.Tokens,
   return jnp.concatenate([start, prev[..., :-1]], axis=-1).astype(jnp.int32)
 
 
-def _model(config: ModelConfig) -> MotionLM:
-  return MotionLM(config)
+def _model(config: ModelConfig, dtype=jnp.float32) -> MotionLM:
+  return MotionLM(config, jnp.dtype(dtype))
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
@@ -175,7 +184,7 @@ def init(rng: jax.Array, config: ModelConfig, scene: features.Scene,
 
 
 def logits(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
-           config: ModelConfig) -> jax.Array:
+           config: ModelConfig, dtype=jnp.float32) -> jax.Array:
   """Teacher-forced next-token logits.
 
   Args:
@@ -184,11 +193,12 @@ def logits(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
     tokens: Tokens (B, A, K); step k is predicted from the states at the
       start of steps <= k and the tokens of steps < k.
     config: the model's config.
+    dtype: the layers' compute dtype.
 
   Returns:
     float32 (B, A, K, V).
   """
-  return _model(config).apply({'params': params}, scene, tokens)
+  return _model(config, dtype).apply({'params': params}, scene, tokens)
 
 
 def token_mask(scene: features.Scene,
@@ -199,7 +209,7 @@ def token_mask(scene: features.Scene,
 
 
 def log_probs(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
-              config: ModelConfig) -> jax.Array:
+              config: ModelConfig, dtype=jnp.float32) -> jax.Array:
   """Teacher-forced log-likelihood of every token.
 
   Args:
@@ -207,13 +217,14 @@ def log_probs(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
     scene: Scene (B, ...).
     tokens: Tokens (B, A, K).
     config: the model's config.
+    dtype: the layers' compute dtype.
 
   Returns:
     float32 (B, A, K): log p(token_k | scene, tokens_<k); 0 where
     ``token_mask`` is False, so sums over agents and steps are the joint
     log-likelihood of the labelled tokens.
   """
-  out = logits(params, scene, tokens, config=config)
+  out = logits(params, scene, tokens, config=config, dtype=dtype)
   lp = jax.nn.log_softmax(out, axis=-1)
   lp = jnp.take_along_axis(lp, tokens.tokens[..., None], axis=-1)[..., 0]
   return jnp.where(token_mask(scene, tokens), lp, 0.0)
@@ -221,7 +232,7 @@ def log_probs(params, scene: features.Scene, tokens: tokenizer_lib.Tokens, *,
 
 def sequence_log_probs(params, scene: features.Scene,
                        tokens: tokenizer_lib.Tokens, *,
-                       config: ModelConfig) -> jax.Array:
+                       config: ModelConfig, dtype=jnp.float32) -> jax.Array:
   """Teacher-forced log-likelihoods of several token sequences per scene.
 
   The scene is encoded once and its context shared by the U sequences (the
@@ -232,13 +243,14 @@ def sequence_log_probs(params, scene: features.Scene,
     scene: Scene (B, ...).
     tokens: Tokens (B, U, A, K).
     config: the model's config.
+    dtype: the layers' compute dtype.
 
   Returns:
     float32 (B, U, A, K), as ``log_probs`` per sequence (0 where
     ``token_mask`` is False).
   """
   b, u = tokens.tokens.shape[:2]
-  model = _model(config)
+  model = _model(config, dtype)
   context = model.apply({'params': params}, scene, method=MotionLM.encode)
   context = jax.tree.map(lambda a: jnp.repeat(a, u, axis=0), context)
   flat = jax.tree.map(lambda a: a.reshape((b * u,) + a.shape[2:]), tokens)
@@ -256,24 +268,25 @@ def sequence_token_mask(scene: features.Scene,
   return token_mask(jax.tree.map(lambda a: a[:, None], scene), tokens)
 
 
-def encode(params, scene: features.Scene, *,
-           config: ModelConfig) -> encoder_lib.SceneContext:
-  """Encodes the scene once, for ``decode_step``."""
-  return _model(config).apply({'params': params}, scene,
-                              method=MotionLM.encode)
+def encode(params, scene: features.Scene, *, config: ModelConfig,
+           dtype=jnp.float32) -> encoder_lib.SceneContext:
+  """Encodes the scene once, for ``decode_step`` (of the same ``dtype``)."""
+  return _model(config, dtype).apply({'params': params}, scene,
+                                     method=MotionLM.encode)
 
 
-def init_cache(config: ModelConfig, batch: int, num_agents: int) -> list:
-  """An empty KV cache for ``decode_step``."""
+def init_cache(config: ModelConfig, batch: int, num_agents: int,
+               dtype=jnp.float32) -> list:
+  """An empty KV cache for ``decode_step`` (of the same ``dtype``)."""
   return decoder_lib.init_cache(
       batch, num_agents, num_layers=config.decoder_layers,
       max_steps=config.num_steps, width=config.width,
-      num_heads=config.num_heads)
+      num_heads=config.num_heads, dtype=jnp.dtype(dtype))
 
 
 def decode_step(params, context: encoder_lib.SceneContext, pose: jax.Array,
                 valid: jax.Array, prev_token: jax.Array, step: jax.Array,
-                cache: list, *, config: ModelConfig):
+                cache: list, *, config: ModelConfig, dtype=jnp.float32):
   """Logits of one token step for all agents at once, with a KV cache.
 
   Args:
@@ -284,11 +297,13 @@ def decode_step(params, context: encoder_lib.SceneContext, pose: jax.Array,
     prev_token: int32 (B, A) the previous token (V at step 0).
     step: int32 scalar, the token step.
     cache: from ``init_cache`` or the previous call.
+    config: the model's config.
+    dtype: the layers' compute dtype (as ``encode`` and ``init_cache``).
 
   Returns:
     ``(logits, cache)``: float32 (B, A, V) and the updated cache.
   """
-  out, cache = _model(config).apply(
+  out, cache = _model(config, dtype).apply(
       {'params': params}, context, pose[:, :, None], valid[:, :, None],
       prev_token[:, :, None], step, cache, method=MotionLM.decode)
   return out[:, :, 0], cache

@@ -333,6 +333,9 @@ def collect(params, model_config: motion_lm.ModelConfig,
       'model': dataclasses.asdict(model_config),
       'num_rollouts': num_rollouts, 'temperature': sampling.temperature,
       'top_k': sampling.top_k, 'top_p': sampling.top_p,
+      # Only a non-default precision is recorded, so collections written
+      # before the option existed still resume.
+      **({'dtype': sampling.dtype} if sampling.dtype != 'float32' else {}),
       'scenarios_per_shard': scenarios_per_shard, 'seed': seed,
       'keep_all_rollouts': keep_all_rollouts, **(meta or {})}))
   if mesh is None:

@@ -1,5 +1,7 @@
 """Tests of the motion-token model's required properties."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -243,3 +245,44 @@ def test_cached_decoding_equals_teacher_forcing(setup):
                          valid, prev[..., k], jnp.int32(k), cache)
     np.testing.assert_allclose(np.asarray(out)[mask[..., k]],
                                ref[..., k, :][mask[..., k]], atol=1e-4)
+
+
+def test_bfloat16_calls_keep_float32_params_poses_and_logits(setup):
+  # Mixed precision is per call: the same float32 parameters, bfloat16
+  # layers (the KV cache too), float32 logits close to the float32 pass,
+  # and cached decoding still equal to the teacher-forced pass.
+  _, scene, toks, params = setup
+  bf16 = jnp.bfloat16
+  ref = np.asarray(_logits(params, scene, toks))
+  tf = jax.jit(lambda p, s, t: motion_lm.logits(p, s, t, config=SMALL,
+                                                dtype=bf16))(params, scene,
+                                                             toks)
+  assert tf.dtype == jnp.float32
+  mask = np.asarray(motion_lm.token_mask(scene, toks))
+  scale = np.abs(ref[mask]).max()
+  np.testing.assert_allclose(np.asarray(tf)[mask], ref[mask],
+                             atol=0.05 * scale)
+  assert not np.allclose(np.asarray(tf)[mask], ref[mask], atol=1e-5)
+  context = jax.jit(lambda p, s: motion_lm.encode(p, s, config=SMALL,
+                                                  dtype=bf16))(params, scene)
+  assert context.tokens.dtype == bf16 and context.pose.dtype == jnp.float32
+  batch, agents, steps = toks.tokens.shape
+  cache = motion_lm.init_cache(SMALL, batch, agents, bf16)
+  assert cache[0]['key'].dtype == bf16
+  step_fn = jax.jit(functools.partial(motion_lm.decode_step, config=SMALL,
+                                      dtype=bf16))
+  pose = jnp.stack([toks.start_pose.x, toks.start_pose.y,
+                    toks.start_pose.yaw, toks.start_pose.vel_x,
+                    toks.start_pose.vel_y], -1)
+  prev = motion_lm.previous_tokens(toks, SMALL.vocab_size)
+  for k in range(steps):
+    valid = toks.start_valid[..., k]
+    out, cache = step_fn(params, context,
+                         jnp.where(valid[..., None], pose[:, :, k], 0.0),
+                         valid, prev[..., k], jnp.int32(k), cache)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out)[mask[..., k]],
+                               np.asarray(tf)[..., k, :][mask[..., k]],
+                               atol=0.02 * scale)
+  assert step_fn._cache_size() == 1
+  assert jax.tree.leaves(params)[0].dtype == jnp.float32
