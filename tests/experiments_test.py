@@ -10,6 +10,8 @@ import pytest
 from experiments import stages
 from experiments.configs import base
 from experiments.stages import common
+from prefalign.data import synthetic
+from prefalign.data import tfrecord
 from prefalign.data import womd
 from tests import tiny_demo as tiny_demo_lib
 
@@ -35,6 +37,39 @@ def test_data_stages_run_and_resume(tmp_path, capsys):
   assert out.count('(skipped)') == 3
 
 
+def test_several_networks_and_extra_files_are_trained_on(tmp_path, capsys):
+  # Scenarios shared out between networks, a folder each; extra WOMD files
+  # join the training files; a rerun generates nothing.
+  extra = tmp_path / 'extra.tfrecord'
+  with tfrecord.TFRecordWriter(extra) as writer:
+    writer.write(synthetic.straight_road_scenario(
+        'extra-0', seed=0).SerializeToString())
+  config = base.get_config('runlocal')
+  config.stages = ('data',)
+  config.data.sumo_network = 'cross, bremen_motorway'
+  config.data.num_scenarios = 3
+  config.data.num_heldout_scenarios = 2
+  config.data.extra_glob = str(extra)
+  work = tmp_path / 'work'
+  stages.run(config, str(work))
+  out = capsys.readouterr().out
+  assert '2 scenarios of SUMO traffic on cross in' in out
+  assert '1 scenarios of SUMO traffic on bremen_motorway in' in out
+  files = womd.expand_paths(common.data_files(config, work))
+  assert files == [str(work / 'data' / 'sumo' / 'cross' /
+                       'cross.tfrecord-00000-of-00001'),
+                   str(work / 'data' / 'sumo' / 'bremen_motorway' /
+                       'bremen_motorway.tfrecord-00000-of-00001'),
+                   str(extra)]
+  ids = [s.scenario_id for _, _, s in womd.read_scenarios(files)]
+  assert len(ids) == 4 and ids[-1] == 'extra-0'
+  heldout = womd.expand_paths(common.heldout_files(config, work))
+  assert [pathlib.Path(f).parent.name for f in heldout] == [
+      'cross', 'bremen_motorway']
+  stages.run(config, str(work))
+  assert '(skipped)' in capsys.readouterr().out
+
+
 def test_bad_config_values_stop_before_work(tmp_path):
   config = base.get_config()
   with config.unlocked():
@@ -52,6 +87,11 @@ def test_bad_config_values_stop_before_work(tmp_path):
     ({'data.womd_heldout_glob': '/nowhere/x'},
      'womd_heldout_glob needs config.data.womd_glob'),
     ({'data.womd_glob': '/nowhere/train-*'}, 'config.data.womd_glob: no file'),
+    ({'data.sumo_network': 'cross,atlantis'},
+     "config.data.sumo_network=.*'atlantis' unknown"),
+    ({'data.sumo_network': 'cross,cross'},
+     'config.data.sumo_network=.*distinct'),
+    ({'data.extra_glob': '/nowhere/x-*'}, 'config.data.extra_glob: no file'),
     ({'report.num_rollouts': 2}, 'config.report.num_rollouts'),
     ({'compare.main': 'dpo'}, "config.compare.main: 'dpo' is not one of"),
     ({'compare.baselines': ('afd', 'ppo')},

@@ -54,7 +54,8 @@ def get_config(arg=None):
   config.data.num_scenarios = 64  # scenarios to generate
   # Generated held-out scenarios (another seed; 0: none).
   config.data.num_heldout_scenarios = 0
-  # prefalign-data sumo --list names the networks.
+  # prefalign-data sumo --list names the networks; several, comma-separated,
+  # share num_scenarios (and the held-out ones) evenly.
   config.data.sumo_network = 'research_intersection'
   config.data.sumo_radius = 60.0  # objects within this of the ego (m)
   # Real WOMD TFRecords (globs or name@N shard patterns; comma-separated)
@@ -63,6 +64,9 @@ def get_config(arg=None):
   # With womd_glob: held-out WOMD files to evaluate on (e.g. validation
   # shards); the generated SUMO data has its own held-out set.
   config.data.womd_heldout_glob = ''
+  # WOMD files trained on besides the embedded data (globs or name@N
+  # patterns; comma-separated), e.g. real training scenarios next to SUMO's.
+  config.data.extra_glob = ''
   config.data.max_num_objects = 128  # object rows per scenario
   config.data.max_roadgraph_points = 30_000  # road-graph points per scenario
   config.data.max_traffic_lights = 32  # controlled lanes per scenario

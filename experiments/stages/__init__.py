@@ -47,10 +47,26 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not config.data.womd_glob and config.data.source not in common.SOURCES:
     raise ValueError(f'config.data.source={config.data.source!r} is not one '
                      f'of {common.SOURCES} (or set config.data.womd_glob)')
-  if (not config.data.womd_glob and config.data.source == 'sumo' and
-      config.data.sumo_network not in sumo.NETWORKS):
-    raise ValueError(f'config.data.sumo_network={config.data.sumo_network!r}'
-                     f' is not one of {sorted(sumo.NETWORKS)}')
+  if not config.data.womd_glob and config.data.source == 'sumo':
+    networks = common.sumo_networks(config)
+    unknown = [n for n in networks if n not in sumo.NETWORKS]
+    if unknown or not networks or len(set(networks)) < len(networks):
+      raise ValueError(
+          f'config.data.sumo_network={config.data.sumo_network!r}: give '
+          f'one or more distinct networks, comma-separated, of '
+          f'{sorted(sumo.NETWORKS)}'
+          + (f' ({", ".join(map(repr, unknown))} unknown)' if unknown
+             else ''))
+    if config.data.num_scenarios < len(networks):
+      raise ValueError(
+          f'config.data.num_scenarios={config.data.num_scenarios} is fewer '
+          f'than the {len(networks)} networks of config.data.sumo_network')
+  if config.data.get('extra_glob'):
+    if config.data.womd_glob:
+      raise ValueError('config.data.extra_glob adds WOMD files to the '
+                       'embedded data; with config.data.womd_glob list them '
+                       'there instead')
+    common.check_files(config.data.extra_glob, 'config.data.extra_glob')
   if config.data.womd_heldout_glob:
     if not config.data.womd_glob:
       raise ValueError('config.data.womd_heldout_glob needs '

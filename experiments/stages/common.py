@@ -50,22 +50,45 @@ def write_json(path: pathlib.Path, obj) -> None:
 
 
 def data_files(config, workdir: pathlib.Path) -> list[str]:
+  """The training files: the WOMD files, or the embedded data's files and
+  ``config.data.extra_glob``'s."""
   if config.data.womd_glob:
     return womd.expand_paths(config.data.womd_glob.split(','))
+  extra = (womd.expand_paths(config.data.extra_glob.split(','))
+           if config.data.get('extra_glob') else [])
   if config.data.source == 'sumo':
-    return [str(workdir / 'data' / 'sumo' /
-                f'{config.data.sumo_network}.tfrecord-*')]
-  return [str(workdir / 'data' / 'synthetic.tfrecord')]
+    return [str(folder / f'{network}.tfrecord-*')
+            for network, folder, _ in sumo_parts(config, workdir)] + extra
+  return [str(workdir / 'data' / 'synthetic.tfrecord')] + extra
 
 
-def sumo_config(config, heldout: bool = False) -> sumo.SumoConfig:
-  return sumo.SumoConfig(
-      network=config.data.sumo_network,
-      num_scenarios=(config.data.num_heldout_scenarios if heldout else
-                     config.data.num_scenarios),
-      # Another seed: other traffic demand, other ego choices.
-      seed=config.seed + (1_000_003 if heldout else 0),
-      radius=config.data.sumo_radius)
+def sumo_networks(config) -> list[str]:
+  """``config.data.sumo_network``: one network or several, comma-separated."""
+  return [n.strip() for n in config.data.sumo_network.split(',') if n.strip()]
+
+
+def sumo_parts(config, workdir: pathlib.Path, heldout: bool = False
+               ) -> list[tuple[str, pathlib.Path, sumo.SumoConfig]]:
+  """(network, folder, SumoConfig) of each network's generated scenarios.
+
+  The scenarios are shared out evenly between the networks (the first ones
+  take the remainder). One network writes to ``data/sumo`` (or
+  ``data/sumo_heldout``), several to a folder each below it.
+  """
+  networks = sumo_networks(config)
+  total = (config.data.num_heldout_scenarios if heldout else
+           config.data.num_scenarios)
+  root = workdir / 'data' / ('sumo_heldout' if heldout else 'sumo')
+  parts = []
+  for i, network in enumerate(networks):
+    count = total // len(networks) + (i < total % len(networks))
+    parts.append((network, root if len(networks) == 1 else root / network,
+                  sumo.SumoConfig(
+                      network=network, num_scenarios=count,
+                      # Another seed: other traffic demand, other egos.
+                      seed=config.seed + (1_000_003 if heldout else 0),
+                      radius=config.data.sumo_radius)))
+  return parts
 
 
 def num_heldout(config) -> int:
@@ -80,8 +103,8 @@ def heldout_files(config, workdir: pathlib.Path) -> list[str]:
     return womd.expand_paths(glob.split(',')) if glob else []
   if config.data.source != 'sumo' or not num_heldout(config):
     return []
-  return [str(workdir / 'data' / 'sumo_heldout' /
-              f'{config.data.sumo_network}.tfrecord-*')]
+  return [str(folder / f'{network}.tfrecord-*')
+          for network, folder, _ in sumo_parts(config, workdir, True)]
 
 
 def heldout_name(config) -> str:

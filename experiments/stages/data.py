@@ -22,15 +22,14 @@ def run(config, workdir: pathlib.Path) -> str:
     return f'{len(files)} WOMD file(s) matched {config.data.womd_glob!r}'
   if config.data.source == 'sumo':
     messages, skipped = [], True
-    parts = [('sumo', False)] + ([('sumo_heldout', True)]
-                                 if common.num_heldout(config) else [])
-    for folder, heldout in parts:
-      out = workdir / 'data' / folder
+    parts = common.sumo_parts(config, workdir) + (
+        common.sumo_parts(config, workdir, heldout=True)
+        if common.num_heldout(config) else [])
+    for _, out, sumo_config in parts:
       before = (out / 'manifest.json').read_text() if (
           out / 'manifest.json').exists() else None
-      sumo_config = common.sumo_config(config, heldout)
       bar = tqdm.tqdm(total=sumo_config.num_scenarios,
-                      desc=f'data ({folder})')
+                      desc=f'data ({out.relative_to(workdir / "data")})')
       try:
         manifest = sumo.generate(
             sumo_config, out,

@@ -134,7 +134,9 @@ def run(config, workdir: pathlib.Path) -> str:
     summary = json.loads((workdir / 'pretrain' / 'summary.json').read_text())
   data = (f'{config.data.num_scenarios} SUMO scenarios on '
           f'{config.data.sumo_network} (+{common.num_heldout(config)} held '
-          'out, another seed)' if not config.data.womd_glob else
+          'out, another seed)' + (f' and WOMD files {config.data.extra_glob}'
+                                  if config.data.extra_glob else '')
+          if not config.data.womd_glob else
           f'WOMD files {config.data.womd_glob} (held out: '
           f'{config.data.womd_heldout_glob})')
   runs = results.get('runs', {})
