@@ -24,7 +24,6 @@ Writes ``--json`` and prints a table. Run::
       [--files real.tfrecord-00001-of-00002] [--scenarios 20] [--rollouts 32]
 """
 
-import argparse
 import json
 import pathlib
 import platform
@@ -37,9 +36,7 @@ import numpy as np
 
 from prefalign import evaluation
 from prefalign import rollout
-from prefalign.data import womd
 from prefalign.model import motion_lm
-from prefalign.train import checkpoint
 from prefalign.train import steps
 
 DTYPES = ('float32', 'bfloat16')
@@ -78,24 +75,8 @@ def _teacher_forced(params, mc, examples) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--checkpoint', required=True)
-  parser.add_argument('--files', default='real.tfrecord-00001-of-00002')
-  parser.add_argument('--scenarios', type=int, default=20)
-  parser.add_argument('--rollouts', type=int, default=32)
-  parser.add_argument('--objects', type=int, default=128)
-  parser.add_argument('--json', default=None)
-  args = parser.parse_args()
-  files = [str(_shared.WOMD / 'real' / args.files)]
-  reader = womd.ReaderConfig(max_num_objects=args.objects)
-  examples = list(womd.read_examples(files, reader))[:args.scenarios]
-  if not examples:
-    raise SystemExit(f'no scenarios in {files}')
-  mc = motion_lm.ModelConfig()
-  batch = jax.tree.map(lambda a: np.asarray(a)[None], examples[0].state)
-  like = jax.eval_shape(lambda b: motion_lm.init(
-      jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
-  params = checkpoint.load_params(args.checkpoint, like)
+  args, files, reader, examples, _, mc, params = (
+      _shared.checkpoint_on_real_scenarios(__doc__.split('\n')[0]))
   result = {'date': time.strftime('%Y-%m-%d'),
             'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
             'machine': platform.machine(), 'files': args.files,

@@ -29,7 +29,6 @@ Writes ``--json`` and prints tables. Run::
       --checkpoint runs/demo/pretrain/checkpoints [--scenarios 20]
 """
 
-import argparse
 import json
 import pathlib
 import time
@@ -43,12 +42,9 @@ import tqdm
 from prefalign import datatypes
 from prefalign import evaluation
 from prefalign import rollout
-from prefalign.data import womd
 from prefalign.metrics import wosac
 from prefalign.model import motion_lm
 from prefalign.model import tokenizer
-from prefalign.train import checkpoint
-from prefalign.train import steps
 
 NOW = datatypes.CURRENT_TIME_INDEX
 TYPES = {'vehicle': 1, 'pedestrian': 2, 'cyclist': 3}
@@ -131,24 +127,8 @@ def _breakdown(events: list[dict]) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--checkpoint', required=True)
-  parser.add_argument('--files', default='real.tfrecord-00001-of-00002')
-  parser.add_argument('--scenarios', type=int, default=20)
-  parser.add_argument('--rollouts', type=int, default=32)
-  parser.add_argument('--objects', type=int, default=128)
-  parser.add_argument('--json', default=None)
-  args = parser.parse_args()
-  files = [str(_shared.WOMD / 'real' / args.files)]
-  stats = womd.ReadStats()
-  examples = list(womd.read_examples(
-      files, womd.ReaderConfig(max_num_objects=args.objects),
-      stats=stats))[:args.scenarios]
-  mc = motion_lm.ModelConfig()
-  batch = jax.tree.map(lambda a: np.asarray(a)[None], examples[0].state)
-  like = jax.eval_shape(lambda b: motion_lm.init(
-      jax.random.key(0), mc, *steps.model_inputs(b, mc)), batch)
-  params = checkpoint.load_params(args.checkpoint, like)
+  args, _, _, examples, stats, mc, params = (
+      _shared.checkpoint_on_real_scenarios(__doc__.split('\n')[0]))
   result = {'date': time.strftime('%Y-%m-%d'), 'checkpoint': args.checkpoint,
             'files': args.files, 'scenarios': len(examples),
             'rollouts': args.rollouts, 'reader': stats.summary(),
