@@ -70,6 +70,22 @@ def test_several_networks_and_extra_files_are_trained_on(tmp_path, capsys):
   assert '(skipped)' in capsys.readouterr().out
 
 
+@pytest.mark.parametrize('name,arg', [
+    ('base', None), ('pretrain', None), ('evaluate', None), ('collect', None),
+    ('align', None), ('compare', None), ('demo', 'runlocal'),
+    ('reference', None), ('reference', 'gpu')])
+def test_every_config_passes_the_checks(tmp_path, name, arg):
+  import importlib
+  config = importlib.import_module(f'experiments.configs.{name}').get_config(
+      arg)
+  stages.check(config, str(tmp_path))
+  if name == 'reference':
+    parts = common.sumo_parts(config, tmp_path)
+    assert len(parts) == 6 and len({folder for _, folder, _ in parts}) == 6
+    assert sum(c.num_scenarios for _, _, c in parts) == (
+        config.data.num_scenarios)
+
+
 def test_bad_config_values_stop_before_work(tmp_path):
   config = base.get_config()
   with config.unlocked():
