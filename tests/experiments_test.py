@@ -68,6 +68,9 @@ def test_several_networks_and_extra_files_are_trained_on(tmp_path, capsys):
       'cross', 'bremen_motorway']
   stages.run(config, str(work))
   assert '(skipped)' in capsys.readouterr().out
+  config.data.num_heldout_scenarios = 1  # fewer than the networks
+  assert [n for n, _, _ in common.sumo_parts(config, work, True)] == [
+      'cross']
 
 
 @pytest.mark.parametrize('name,arg', [

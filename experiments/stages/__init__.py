@@ -61,7 +61,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise ValueError(
           f'config.data.num_scenarios={config.data.num_scenarios} is fewer '
           f'than the {len(networks)} networks of config.data.sumo_network')
-  if config.data.get('extra_glob'):
+  if config.data.extra_glob:
     if config.data.womd_glob:
       raise ValueError('config.data.extra_glob adds WOMD files to the '
                        'embedded data; with config.data.womd_glob list them '

@@ -55,7 +55,7 @@ def data_files(config, workdir: pathlib.Path) -> list[str]:
   if config.data.womd_glob:
     return womd.expand_paths(config.data.womd_glob.split(','))
   extra = (womd.expand_paths(config.data.extra_glob.split(','))
-           if config.data.get('extra_glob') else [])
+           if config.data.extra_glob else [])
   if config.data.source == 'sumo':
     return [str(folder / f'{network}.tfrecord-*')
             for network, folder, _ in sumo_parts(config, workdir)] + extra
@@ -72,8 +72,9 @@ def sumo_parts(config, workdir: pathlib.Path, heldout: bool = False
   """(network, folder, SumoConfig) of each network's generated scenarios.
 
   The scenarios are shared out evenly between the networks (the first ones
-  take the remainder). One network writes to ``data/sumo`` (or
-  ``data/sumo_heldout``), several to a folder each below it.
+  take the remainder; a network left with none is not listed). One network
+  writes to ``data/sumo`` (or ``data/sumo_heldout``), several to a folder
+  each below it.
   """
   networks = sumo_networks(config)
   total = (config.data.num_heldout_scenarios if heldout else
@@ -82,6 +83,8 @@ def sumo_parts(config, workdir: pathlib.Path, heldout: bool = False
   parts = []
   for i, network in enumerate(networks):
     count = total // len(networks) + (i < total % len(networks))
+    if not count:
+      continue
     parts.append((network, root if len(networks) == 1 else root / network,
                   sumo.SumoConfig(
                       network=network, num_scenarios=count,
