@@ -73,14 +73,42 @@ def test_several_networks_and_extra_files_are_trained_on(tmp_path, capsys):
       'cross']
 
 
+def test_collection_takes_the_first_scenarios_of_every_source(tmp_path):
+  from experiments.stages import collect
+  files = []
+  for name in ('a', 'b'):
+    files.append(str(tmp_path / f'{name}.tfrecord'))
+    with tfrecord.TFRecordWriter(files[-1]) as writer:
+      for i in range(3):
+        writer.write(synthetic.straight_road_scenario(
+            f'{name}-{i}', seed=i).SerializeToString())
+  reader = womd.ReaderConfig(max_num_objects=8)
+  ids = [e.scenario_id for e in collect.examples(files, reader, 2)]
+  assert ids == ['a-0', 'a-1', 'b-0', 'b-1']
+  ids = [e.scenario_id for e in collect.examples(files, reader, 0)]
+  assert ids == ['a-0', 'a-1', 'a-2', 'b-0', 'b-1', 'b-2']
+  # The embedded data's sources are its networks and its extra files.
+  from experiments.configs import reference
+  config = reference.get_config('compare')
+  config.data.extra_glob = files[0]
+  sources = collect.collect_files(config, tmp_path)
+  assert len(sources) == len(reference.NETWORKS) + 1
+  assert sources[-1] == files[0]
+
+
 @pytest.mark.parametrize('name,arg', [
     ('base', None), ('pretrain', None), ('evaluate', None), ('collect', None),
     ('align', None), ('compare', None), ('demo', 'runlocal'),
-    ('reference', None), ('reference', 'gpu')])
+    ('reference', None), ('reference', 'gpu'), ('reference', 'compare')])
 def test_every_config_passes_the_checks(tmp_path, name, arg):
   import importlib
+
+  import jax
   config = importlib.import_module(f'experiments.configs.{name}').get_config(
       arg)
+  if 'align' in config and config.align.batch_size % jax.device_count():
+    # Sized for one CPU device; the suite forces 8.
+    config.align.batch_size = jax.device_count()
   stages.check(config, str(tmp_path))
   if name == 'reference':
     parts = common.sumo_parts(config, tmp_path)
@@ -320,6 +348,7 @@ def test_evaluate_sampling_is_checked_before_any_work(tmp_path):
      'config.collect.ranking.sinkhorn: .*backend'),
     ('sampling.temperature', -1.0, 'config.collect.sampling: temperature'),
     ('glob', '/nowhere/x-*.tfrecord', 'config.collect.glob: no file'),
+    ('per_source', -1, 'config.collect.per_source=-1: expected a count'),
 ])
 def test_collect_bad_values_stop_before_any_work(tmp_path, key, value, match):
   from experiments.configs import collect
@@ -411,3 +440,9 @@ def test_align_bad_values_stop_before_any_work(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
     stages.run(config, str(tmp_path))
   assert not (tmp_path / 'data').exists()
+
+
+def test_an_unknown_reference_config_argument_is_named():
+  from experiments.configs import reference
+  with pytest.raises(ValueError, match="reference.py:cpu: expected no arg"):
+    reference.get_config('cpu')

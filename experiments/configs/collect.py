@@ -36,6 +36,10 @@ def get_config(arg=None):
   c.glob = ''  # WOMD files to collect on (comma-separated); empty: the data
   c.output = 'preferences'  # directory under WORKDIR
   c.max_scenarios = 0  # 0: every scenario
+  # The first N scenarios of each source (each file of collect.glob, or each
+  # network and extra file of the embedded data; 0: all), so that a small
+  # collection samples every network rather than only the first.
+  c.per_source = 0
   c.max_num_objects = 128  # agents per scenario (WOSAC simulates <= 128)
   c.scenarios_per_shard = 64
   c.num_rollouts = 64  # K rollouts ranked per scenario (the paper: 64)

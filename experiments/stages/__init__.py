@@ -110,6 +110,11 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
     common.sampling_config(config.collect, 'config.collect')
     if config.collect.glob:
       common.check_files(config.collect.glob, 'config.collect.glob')
+    if not isinstance(config.collect.per_source, int) or (
+        config.collect.per_source < 0):
+      raise ValueError(f'config.collect.per_source='
+                       f'{config.collect.per_source!r}: expected a count '
+                       '>= 0 (0: every scenario of each source)')
 
 
 STAGES: dict[str, Callable] = {
