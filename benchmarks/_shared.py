@@ -12,10 +12,11 @@ WOMD = pathlib.Path(os.environ.get(
     pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data')) / 'womd'
 
 
-def checkpoint_on_real_scenarios(description: str):
+def checkpoint_on_real_scenarios(description: str, arguments=None):
   """The arguments of a benchmark that scores a checkpoint on real scenarios
   (``--checkpoint``, ``--files``, ``--scenarios``, ``--rollouts``,
-  ``--objects``, ``--json``), the scenarios and the parameters.
+  ``--objects``, ``--json``, and those ``arguments(parser)`` adds), the
+  scenarios and the parameters.
 
   Returns:
     ``(args, files, reader, examples, stats, model_config, params)``: the
@@ -40,6 +41,8 @@ def checkpoint_on_real_scenarios(description: str):
   parser.add_argument('--rollouts', type=int, default=32)
   parser.add_argument('--objects', type=int, default=128)
   parser.add_argument('--json', default=None)
+  if arguments is not None:
+    arguments(parser)
   args = parser.parse_args()
   files = [str(WOMD / 'real' / args.files)]
   reader = womd.ReaderConfig(max_num_objects=args.objects)

@@ -26,7 +26,8 @@ reader's dropped objects (beyond ``--objects`` rows) are counted.
 Writes ``--json`` and prints tables. Run::
 
   python benchmarks/reference_diagnosis.py \\
-      --checkpoint runs/demo/pretrain/checkpoints [--scenarios 20]
+      --checkpoint runs/demo/pretrain/checkpoints [--scenarios 20] \\
+      [--policies model,T=0.7]
 """
 
 import json
@@ -126,15 +127,36 @@ def _breakdown(events: list[dict]) -> dict:
   return out
 
 
+POLICIES = ('log', 'expert_tokens') + tuple(SAMPLERS)
+
+
+def _policy_list(text: str) -> tuple[str, ...]:
+  """``--policies``: checked when the arguments are parsed, before any
+  work."""
+  import argparse
+  names = tuple(n.strip() for n in text.split(',') if n.strip())
+  unknown = [n for n in names if n not in POLICIES]
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(
+        f'{unknown or "none"} not among {", ".join(POLICIES)}')
+  return names
+
+
+def _policies(parser):
+  parser.add_argument(
+      '--policies', type=_policy_list, default=POLICIES,
+      help=f'comma-separated, of {", ".join(POLICIES)} (default: all)')
+
+
 def main():
   args, _, _, examples, stats, mc, params = (
-      _shared.checkpoint_on_real_scenarios(__doc__.split('\n')[0]))
+      _shared.checkpoint_on_real_scenarios(__doc__.split('\n')[0],
+                                           _policies))
   result = {'date': time.strftime('%Y-%m-%d'), 'checkpoint': args.checkpoint,
             'files': args.files, 'scenarios': len(examples),
             'rollouts': args.rollouts, 'reader': stats.summary(),
             'policies': {}}
-  names = ('log', 'expert_tokens') + tuple(SAMPLERS)
-  for name in names:
+  for name in args.policies:
     metrics, events = [], []
     for i, ex in enumerate(tqdm.tqdm(examples, desc=name, unit='scenario')):
       m, ev = jax.device_get(_score(ex.state, _trajectories(

@@ -68,3 +68,15 @@ def test_accelerator_script_runs(tmp_path):
   assert run['steps_per_s'] > 0 and run['source'] == 'synthetic'
   assert 0 < run['of_step_alone'] < 10
   assert '| train | 8 x 16 |' in proc.stdout
+
+
+def test_the_diagnosis_names_an_unknown_policy_before_any_work():
+  import argparse
+
+  import reference_diagnosis
+  assert reference_diagnosis._policy_list('model, T=0.7') == ('model',
+                                                               'T=0.7')
+  with pytest.raises(argparse.ArgumentTypeError, match=r"\['T=0.3'\] not"):
+    reference_diagnosis._policy_list('model,T=0.3')
+  with pytest.raises(argparse.ArgumentTypeError, match='none not among'):
+    reference_diagnosis._policy_list(',')
