@@ -30,6 +30,7 @@ Writes ``--json`` and prints tables. Run::
       [--policies model,T=0.7]
 """
 
+import argparse
 import json
 import pathlib
 import time
@@ -133,7 +134,6 @@ POLICIES = ('log', 'expert_tokens') + tuple(SAMPLERS)
 def _policy_list(text: str) -> tuple[str, ...]:
   """``--policies``: checked when the arguments are parsed, before any
   work."""
-  import argparse
   names = tuple(n.strip() for n in text.split(',') if n.strip())
   unknown = [n for n in names if n not in POLICIES]
   if unknown or not names:

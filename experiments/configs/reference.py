@@ -25,7 +25,8 @@ the CPU sizes of BENCHMARKS.md "Alignment" and scores them on the held-out
 SUMO scenarios and the held-out real shard (about an hour on 2 cores after
 the pre-training)::
 
-  python -m experiments.main --config=experiments/configs/reference.py:compare \
+  python -m experiments.main \\
+      --config=experiments/configs/reference.py:compare \\
       --workdir=runs/reference
 """
 

@@ -45,12 +45,9 @@ def examples(files: list[str], reader: womd.ReaderConfig,
   ``per_source`` of each source (each file, or each network's pattern of
   the embedded data): a collection that samples every network, not only
   the first."""
-  if not per_source:
-    yield from womd.read_examples(files, reader)
-    return
   for source in files:
     yield from itertools.islice(womd.read_examples([source], reader),
-                                per_source)
+                                per_source or None)
 
 
 def run(config, workdir: pathlib.Path) -> str:
